@@ -1,0 +1,397 @@
+"""CIFAR-10 from wherever it can be had, decoded once, with its provenance.
+
+Sources, in the order they are tried:
+
+1. an explicit path (``--data`` or ``$RESNET_EXP_DATA``): a torchvision layout
+   (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``), an image-folder tree
+   (``train/<class>/*.jpg|png``, ``test/<class>/...``) or a .tar/.tar.gz of one;
+2. a torchvision layout already in the data directory (default ``data/``);
+3. a decoded cache already in ``<data dir>/cache`` (from an earlier run);
+4. torchvision's download into the data directory.
+
+Whatever the source, the decoded uint8 tensors are cached in one file keyed by the
+source's sha256, so decoding happens once. Every dataset carries a provenance dict
+(source, path, counts, sha256, lossy/subset flags) that runs record and reports show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .fileio import atomic_write_bytes, atomic_torch_save
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FULL_COUNTS = {"train": 50_000, "test": 10_000}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+TORCHVISION_DIR = "cifar-10-batches-py"
+TORCHVISION_TAR = "cifar-10-python.tar.gz"
+CACHE_VERSION = 1
+
+# sha256 -> a human name, for sources we know (see ../shared/data/README.md).
+KNOWN_SOURCES = {
+    "87feb744388b1c45dd6757e9e8ead76b1e457ae400d1d3327751594419677c40":
+        "CIFAR-10 JPEG mirror, quality 75 (cifar10-jpeg-q75.tar.gz)",
+    "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd":
+        "CIFAR-10 python version (cifar-10-python.tar.gz, torchvision)",
+}
+
+
+class DatasetError(ValueError):
+    """The dataset is missing, unreadable or not what it claims to be."""
+
+
+@dataclass
+class Cifar10:
+    train_x: torch.Tensor  # uint8 (N, 3, 32, 32)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    provenance: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- entry point
+def load_cifar10(data: str | os.PathLike | None = None, data_dir: str | os.PathLike = "data",
+                 download: bool = True, verbose: bool = True) -> Cifar10:
+    """Load CIFAR-10 (see the module docstring for where from). Raises DatasetError."""
+    data = data if data is not None else os.environ.get("RESNET_EXP_DATA") or None
+    data_dir = Path(data_dir)
+    tried: list[str] = []
+
+    if data is not None:
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise DatasetError(f"--data {path}: no such file or folder")
+        return _load_source(path, data_dir, verbose)
+
+    for candidate in (data_dir / TORCHVISION_DIR, data_dir / TORCHVISION_TAR):
+        tried.append(str(candidate))
+        if candidate.exists():
+            return _load_source(candidate.parent if candidate.is_dir() else candidate, data_dir, verbose)
+
+    caches = sorted((data_dir / "cache").glob("cifar10-*.pt"), key=lambda p: p.stat().st_mtime)
+    tried.append(f"{data_dir / 'cache'}/cifar10-*.pt")
+    for cache in reversed(caches):
+        loaded = _read_cache(cache)
+        if loaded is not None:
+            _say(verbose, f"[data] using cached {cache} ({loaded.provenance['name']})")
+            return loaded
+
+    if download:
+        tried.append(f"torchvision download into {data_dir}")
+        try:
+            from torchvision.datasets import CIFAR10
+
+            CIFAR10(root=str(data_dir), train=True, download=True)
+            return _load_source(data_dir, data_dir, verbose)
+        except Exception as e:  # no network, a proxy, a broken mirror...
+            tried[-1] += f" (failed: {type(e).__name__}: {e})"
+
+    raise DatasetError(
+        "CIFAR-10 could not be found. Tried:\n  - " + "\n  - ".join(tried) + "\n"
+        "Fix it one of three ways:\n"
+        f"  1. let torchvision download it: run once with network access (it goes to {data_dir}/);\n"
+        f"  2. put the official {TORCHVISION_TAR} (or its extracted {TORCHVISION_DIR}/) in {data_dir}/;\n"
+        "  3. point --data or RESNET_EXP_DATA at a torchvision layout, an image-folder tree "
+        "(train/<class>/*.png, test/<class>/...) or a .tar/.tar.gz of one.")
+
+
+def _say(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- sources
+def _load_source(path: Path, data_dir: Path, verbose: bool) -> Cifar10:
+    kind = _source_kind(path)
+    sha = source_sha256(path, kind, data_dir / "cache")
+    cache = data_dir / "cache" / f"cifar10-{sha[:16]}.pt"
+    if cache.exists():
+        loaded = _read_cache(cache)
+        if loaded is not None and loaded.provenance.get("sha256") == sha:
+            _say(verbose, f"[data] {path}: decoded cache {cache}")
+            return loaded
+    _say(verbose, f"[data] decoding {path} ({kind}) once; cache: {cache}")
+    reader = {"torchvision": _read_torchvision_dir, "torchvision-tar": _read_torchvision_tar,
+              "image-folder": _read_image_folder, "image-folder-tar": _read_image_tar}[kind]
+    splits, lossy = reader(path)
+    ds = _assemble(splits, _provenance(kind, path, sha, splits, lossy))
+    _write_cache(cache, ds)
+    return ds
+
+
+def _source_kind(path: Path) -> str:
+    if path.is_dir():
+        if (path / TORCHVISION_DIR).is_dir():
+            return "torchvision"
+        if (path / "data_batch_1").exists():
+            return "torchvision"
+        if (path / "train").is_dir() and (path / "test").is_dir():
+            return "image-folder"
+        raise DatasetError(f"{path}: a folder, but neither a torchvision layout ({TORCHVISION_DIR}/) "
+                           "nor an image-folder tree (train/<class>/, test/<class>/)")
+    name = path.name.lower()
+    if not (name.endswith(".tar") or name.endswith(".tar.gz") or name.endswith(".tgz")):
+        raise DatasetError(f"{path}: expected a folder, a .tar or a .tar.gz")
+    try:
+        with tarfile.open(path) as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetError(f"{path}: not a readable tar archive ({e}); is the file complete?") from e
+    if first is not None and TORCHVISION_DIR in first.name:
+        return "torchvision-tar"
+    return "image-folder-tar"
+
+
+def source_sha256(path: Path, kind: str, cache_dir: Path) -> str:
+    """sha256 of an archive's bytes, or of a folder's (relative path, bytes) list.
+
+    Hashes are remembered in ``cache_dir/sources.json`` by a cheap signature (sizes and
+    mtimes), so a large source is hashed once, not at every start."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                  and "cache" not in p.relative_to(path).parts)
+    signature = hashlib.sha256(json.dumps(
+        [[str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns]
+         for f in files]).encode()).hexdigest()
+    index_path = cache_dir / "sources.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    key = str(path.resolve())
+    if index.get(key, {}).get("signature") == signature:
+        return index[key]["sha256"]
+    if path.is_file():
+        sha = _sha256_file(path)
+    else:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f.relative_to(path)).encode() + b"\0" + _sha256_file(f).encode())
+        sha = h.hexdigest()
+    index[key] = {"signature": signature, "sha256": sha}
+    atomic_write_bytes(index_path, json.dumps(index, indent=1).encode())
+    return sha
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 N,3,32,32; int64 N)
+
+
+def _unpickle_batches(read: Any, prefix: str) -> Splits:
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            d = pickle.loads(read(f"{prefix}{name}"), encoding="bytes")
+            return (np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
+                    np.asarray(d[b"labels"], dtype=np.int64))
+        except (KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
+            raise DatasetError(f"CIFAR-10 batch {prefix}{name} is unreadable ({e})") from e
+
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    test = batch("test_batch")
+    return {"train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
+            "test": test}
+
+
+def _read_torchvision_dir(path: Path) -> tuple[Splits, bool]:
+    root = path / TORCHVISION_DIR if (path / TORCHVISION_DIR).is_dir() else path
+
+    def read(name: str) -> bytes:
+        f = root / name
+        if not f.exists():
+            raise DatasetError(f"{f} is missing: the torchvision layout is incomplete")
+        return f.read_bytes()
+
+    return _unpickle_batches(read, ""), False
+
+
+def _read_torchvision_tar(path: Path) -> tuple[Splits, bool]:
+    members: dict[str, bytes] = {}
+    for name, data in _iter_tar(path):
+        members[name.split("/")[-1]] = data
+
+    def read(name: str) -> bytes:
+        if name not in members:
+            raise DatasetError(f"{path}: {name} missing from the archive (truncated?)")
+        return members[name]
+
+    return _unpickle_batches(read, ""), False
+
+
+_IMAGE_PATH = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
+
+
+def _read_image_folder(path: Path) -> tuple[Splits, bool]:
+    return _decode_images(_read_folder_items(path), str(path))
+
+
+def _read_image_tar(path: Path) -> tuple[Splits, bool]:
+    return _decode_images(_iter_tar(path), str(path))
+
+
+def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Every regular file of a tar, as (name, bytes); truncation is an error, never a
+    silently smaller dataset."""
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    data = f.read() if f else b""
+                    if len(data) != member.size:
+                        raise DatasetError(f"{path}: {member.name} is cut short (truncated archive)")
+                    yield member.name, data
+        if not path.name.lower().endswith((".gz", ".tgz")):
+            _check_tar_end(path)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise DatasetError(f"{path}: the archive is corrupt or truncated ({type(e).__name__}: {e}). "
+                           "Download or copy it again.") from e
+
+
+def _check_tar_end(path: Path) -> None:
+    """An uncompressed tar cut at a member boundary reads cleanly; its missing
+    end-of-archive marker (two zero blocks) gives the truncation away."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if size % 512 or tail != b"\0" * 1024:
+        raise DatasetError(f"{path}: no end-of-archive marker: the tar is truncated. "
+                           "Download or copy it again.")
+
+
+def _decode_images(items: Iterable[tuple[str, bytes]], where: str) -> tuple[Splits, bool]:
+    from PIL import Image
+
+    images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    labels: dict[str, list[int]] = {"train": [], "test": []}
+    lossy = False
+    for name, data in items:
+        m = _IMAGE_PATH.search(name)
+        if m is None or not name.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        split, cls, _ = m.groups()
+        if cls not in CLASSES:
+            raise DatasetError(f"{where}: {name}: class folder {cls!r} is not a CIFAR-10 class "
+                               f"({', '.join(CLASSES)})")
+        try:
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+        except Exception as e:
+            raise DatasetError(f"{where}: {name} is not a readable image ({e})") from e
+        if img.size != (32, 32):
+            raise DatasetError(f"{where}: {name} is {img.size[0]}x{img.size[1]}, expected 32x32")
+        images[split].append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+        labels[split].append(CLASSES.index(cls))
+        lossy |= name.lower().endswith(LOSSY_EXTENSIONS)
+    splits: Splits = {}
+    for split in ("train", "test"):
+        if not images[split]:
+            raise DatasetError(f"{where}: no images under {split}/<class>/")
+        splits[split] = (np.stack(images[split]), np.asarray(labels[split], dtype=np.int64))
+    return splits, lossy
+
+
+# --------------------------------------------------------------------------- checks, cache
+def _provenance(kind: str, path: Path, sha: str, splits: Splits, lossy: bool) -> dict[str, Any]:
+    n_train, n_test = len(splits["train"][1]), len(splits["test"][1])
+    subset = n_train < FULL_COUNTS["train"] or n_test < FULL_COUNTS["test"]
+    name = KNOWN_SOURCES.get(sha, "CIFAR-10" + (" (JPEG, lossy)" if lossy else "") +
+                             (" mini subset" if subset else ""))
+    warnings = []
+    if lossy:
+        warnings.append("LOSSY JPEG copy of CIFAR-10, not pixel-identical to the real dataset: "
+                        "absolute errors are not comparable with the paper; orderings and gaps are.")
+    if subset:
+        warnings.append(f"SUBSET of CIFAR-10 ({n_train:,} training and {n_test:,} test images instead of "
+                        "50,000 and 10,000): errors are far above the paper's and only the shape of "
+                        "the results means anything.")
+    return {"name": name, "source": kind, "path": str(path), "sha256": sha,
+            "n_train": n_train, "n_test": n_test, "lossy": lossy, "subset": subset,
+            "warning": " ".join(warnings) or None}
+
+
+def _assemble(splits: Splits, provenance: dict[str, Any]) -> Cifar10:
+    for split, (x, y) in splits.items():
+        counts = np.bincount(y, minlength=len(CLASSES))
+        if len(counts) != len(CLASSES) or counts.min() == 0:
+            raise DatasetError(f"{provenance['path']}: {split} split lacks some classes "
+                               f"(counts per class: {counts.tolist()})")
+        if counts.min() != counts.max():
+            raise DatasetError(f"{provenance['path']}: {split} split has unequal class counts "
+                               f"{counts.tolist()}; CIFAR-10 and its per-class subsets are balanced, "
+                               "so the source is probably truncated")
+    return Cifar10(torch.from_numpy(splits["train"][0]), torch.from_numpy(splits["train"][1]),
+                   torch.from_numpy(splits["test"][0]), torch.from_numpy(splits["test"][1]), provenance)
+
+
+def _write_cache(path: Path, ds: Cifar10) -> None:
+    atomic_torch_save({"version": CACHE_VERSION, "train_x": ds.train_x, "train_y": ds.train_y,
+                       "test_x": ds.test_x, "test_y": ds.test_y,
+                       "provenance_json": json.dumps(ds.provenance)}, path)
+
+
+def _read_cache(path: Path) -> Cifar10 | None:
+    """A cached dataset, or None (with a warning) if the file is unusable."""
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if d.get("version") != CACHE_VERSION:
+            return None
+        ds = Cifar10(d["train_x"], d["train_y"], d["test_x"], d["test_y"], json.loads(d["provenance_json"]))
+        assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape[1:] == (3, 32, 32)
+        assert len(ds.train_x) == ds.provenance["n_train"] and len(ds.test_x) == ds.provenance["n_test"]
+        return ds
+    except Exception as e:
+        print(f"[data] ignoring unusable cache {path} ({type(e).__name__}: {e}); it will be rebuilt")
+        return None
+
+
+# --------------------------------------------------------------------------- mini subset
+def make_mini_subset(source: str | os.PathLike, out: str | os.PathLike, train_per_class: int = 1000,
+                     test_per_class: int = 200) -> Path:
+    """Copy an evenly spread per-class subset of an image-folder archive into a new
+    .tar.gz, bytes unchanged (no re-encoding) and deterministic (sorted, mtime 0)."""
+    source, out = Path(source), Path(out)
+    by_class: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+    for name, data in _iter_tar(source) if source.is_file() else _read_folder_items(source):
+        m = _IMAGE_PATH.search(name)
+        if m and name.lower().endswith(IMAGE_EXTENSIONS):
+            by_class.setdefault((m.group(1), m.group(2)), []).append((f"{m.group(1)}/{m.group(2)}/{m.group(3)}", data))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
+        for (split, cls), items in sorted(by_class.items()):
+            items.sort()
+            k = train_per_class if split == "train" else test_per_class
+            if len(items) < k:
+                raise DatasetError(f"{source}: {split}/{cls} has {len(items)} images, fewer than {k}")
+            step = len(items) / k
+            for name, data in (items[int(i * step)] for i in range(k)):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _read_folder_items(path: Path) -> Iterator[tuple[str, bytes]]:
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            yield str(f.relative_to(path)).replace(os.sep, "/"), f.read_bytes()
