@@ -9,6 +9,7 @@ row or another dataset is a new run and a finished run is never trained twice.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from .data import DatasetError, load_cifar10
 from .experiments import ExperimentError, RunSpec, load_experiment
-from .fileio import RunLock, read_json
+from .fileio import RunLock, atomic_write_json, read_json
 from .loader import DeviceSplits, TrainBatches, prepare_splits
 from .models import build_model, model_info
 
@@ -48,6 +49,8 @@ def plan_runs(specs: list[RunSpec], results: Path, dataset_sha: str) -> list[Pla
     for spec in specs:
         identity = spec.identity(dataset_sha)
         run_dir = results / spec.experiment / spec.run_dir_name(dataset_sha)
+        if not run_dir.exists():
+            _reuse_identical_run(results, run_dir, identity)
         meta = read_json(run_dir / "meta.json") or {}
         status = meta.get("status") if meta.get("identity") == identity else None
         if status in ("finished", "diverged"):
@@ -63,6 +66,22 @@ def plan_runs(specs: list[RunSpec], results: Path, dataset_sha: str) -> list[Pla
             lock.release()
         planned.append(PlannedRun(spec, run_dir, identity, state))
     return planned
+
+
+def _reuse_identical_run(results: Path, run_dir: Path, identity: str) -> None:
+    """The same run finished for another experiment (figure1's plain20 is figure6's):
+    copy it instead of training it again. The folder name holds the identity."""
+    for other in sorted(results.glob(f"*/{run_dir.name}")):
+        meta = read_json(other / "meta.json") or {}
+        if meta.get("identity") == identity and meta.get("status") == "finished":
+            shutil.copytree(other, run_dir, ignore=shutil.ignore_patterns(".lock", "*.tmp"))
+            meta = read_json(run_dir / "meta.json")
+            meta.update(copied_from=str(other.relative_to(results)),
+                        config={**meta["config"], "experiment": run_dir.parent.name})
+            atomic_write_json(run_dir / "meta.json", meta)
+            print(f"[plan] {run_dir.parent.name}/{run_dir.name}: identical to the finished "
+                  f"{other.relative_to(results)}, copied instead of trained again")
+            return
 
 
 def estimate_seconds(todo: list[PlannedRun], splits_for: Any, device: torch.device) -> dict[str, float]:
@@ -200,8 +219,6 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
 
 
 def _mark(p: PlannedRun, status: str, **extra: Any) -> dict[str, Any]:
-    from .fileio import atomic_write_json
-
     meta = read_json(p.run_dir / "meta.json") or {"identity": p.identity, "config": p.spec.config()}
     meta.update(status=status, **extra)
     atomic_write_json(p.run_dir / "meta.json", meta)

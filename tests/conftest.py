@@ -1,0 +1,84 @@
+"""Tiny generated CIFAR-10 look-alikes in the layouts the loader accepts."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_exp.data import CLASSES
+
+TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 6
+
+
+def make_arrays(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Images whose class is learnable (a per-class colour) plus noise, uint8 N,3,32,32."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, per_class in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+        labels = np.repeat(np.arange(len(CLASSES)), per_class)
+        base = (np.arange(len(CLASSES))[:, None] * np.array([25, 60, 95]) % 256)[labels]
+        x = base[:, :, None, None] + rng.integers(-40, 40, size=(len(labels), 3, 32, 32))
+        out[split] = (np.clip(x, 0, 255).astype(np.uint8), labels.astype(np.int64))
+    return out
+
+
+def write_image_folder(root: Path, arrays) -> Path:
+    for split, (x, y) in arrays.items():
+        for i, (img, label) in enumerate(zip(x, y)):
+            d = root / split / CLASSES[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.transpose(1, 2, 0)).save(d / f"{i:05d}.png")  # lossless
+    return root
+
+
+def write_image_tar(path: Path, arrays, gz: bool = True) -> Path:
+    with tarfile.open(path, "w:gz" if gz else "w") as tar:
+        for split, (x, y) in arrays.items():
+            for i, (img, label) in enumerate(zip(x, y)):
+                buf = io.BytesIO()
+                Image.fromarray(img.transpose(1, 2, 0)).save(buf, format="PNG")
+                info = tarfile.TarInfo(f"cifar/{split}/{CLASSES[label]}/{i:05d}.png")
+                info.size = buf.tell()
+                buf.seek(0)
+                tar.addfile(info, buf)
+    return path
+
+
+def write_torchvision_layout(root: Path, arrays) -> Path:
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    x, y = arrays["train"]
+    parts = np.array_split(np.random.default_rng(1).permutation(len(y)), 5)  # shuffled, as the real one
+    for i, idx in enumerate(parts, start=1):
+        with open(d / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": x[idx].reshape(len(idx), -1), b"labels": y[idx].tolist()}, f)
+    x, y = arrays["test"]
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({b"data": x.reshape(len(y), -1), b"labels": y.tolist()}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def arrays():
+    return make_arrays()
+
+
+@pytest.fixture(scope="session")
+def tiny_tar(tmp_path_factory, arrays) -> Path:
+    return write_image_tar(tmp_path_factory.mktemp("tar") / "tiny.tar.gz", arrays)
+
+
+@pytest.fixture(scope="session")
+def tiny_torchvision(tmp_path_factory, arrays) -> Path:
+    return write_torchvision_layout(tmp_path_factory.mktemp("tv"), arrays)
+
+
+def write_experiment(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
