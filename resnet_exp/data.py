@@ -6,7 +6,7 @@ Sources, in the order they are tried:
    (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``), an image-folder tree
    (``train/<class>/*.jpg|png``, ``test/<class>/...``) or a .tar/.tar.gz of one;
 2. a torchvision layout already in the data directory (default ``data/``);
-3. a decoded cache already in ``<data dir>/cache`` (from an earlier run);
+3. a decoded cache of a torchvision download in ``<data dir>/cache``;
 4. torchvision's download into the data directory.
 
 Whatever the source, the decoded uint8 tensors are cached in one file keyed by the
@@ -82,11 +82,14 @@ def load_cifar10(data: str | os.PathLike | None = None, data_dir: str | os.PathL
         if candidate.exists():
             return _load_source(candidate.parent if candidate.is_dir() else candidate, data_dir, verbose)
 
+    # A cache of the real dataset whose torchvision files were since deleted. Caches of
+    # explicit --data sources (a JPEG mirror, the mini subset) are used only when that
+    # source is named again, never silently in place of the real CIFAR-10.
     caches = sorted((data_dir / "cache").glob("cifar10-*.pt"), key=lambda p: p.stat().st_mtime)
-    tried.append(f"{data_dir / 'cache'}/cifar10-*.pt")
+    tried.append(f"{data_dir / 'cache'}/cifar10-*.pt (of a torchvision download)")
     for cache in reversed(caches):
         loaded = _read_cache(cache)
-        if loaded is not None:
+        if loaded is not None and loaded.provenance["source"].startswith("torchvision"):
             _say(verbose, f"[data] using cached {cache} ({loaded.provenance['name']})")
             return loaded
 

@@ -105,6 +105,7 @@ ROW_KEYS: dict[str, str] = {
     "group": "what the row varies, for the ablation report",
     "opt_in": "run only when named with --only or with --include-opt-in",
     "note": "free text shown in reports",
+    "baseline": "experiment/name of the run the ablations report draws beside this one",
     "zero_init_residual": "start every residual branch at zero",
 }
 FILE_KEYS = {"description", "defaults", "rows"}
@@ -126,6 +127,7 @@ class RunSpec:
     group: str | None = None
     opt_in: bool = False
     note: str | None = None
+    baseline: str | None = None
     zero_init_residual: bool = False
     source: str = field(default="", compare=False)  # "file.yaml row 3", for messages
 
@@ -148,7 +150,7 @@ class RunSpec:
         """The resolved configuration, as recorded in meta.json."""
         return {"experiment": self.experiment, "name": self.name, "model": self.model,
                 "shortcut": self.shortcut, "seed": self.seed, "profile": self.profile,
-                "group": self.group, "note": self.note, "zero_init_residual": self.zero_init_residual,
+                "group": self.group, "note": self.note, "baseline": self.baseline, "zero_init_residual": self.zero_init_residual,
                 "recipe_version": RECIPE_VERSION, "recipe": dict(self.recipe)}
 
 
@@ -231,6 +233,11 @@ def _expand_row(row: dict[str, Any], base: dict[str, Any], profile: str, experim
     if any(m >= recipe["iterations"] for m in recipe["milestones"]):
         raise ExperimentError(f"{where}: key 'milestones' {recipe['milestones']} must lie below "
                               f"iterations ({recipe['iterations']})")
+    for key in ("name", "group", "note", "baseline"):
+        if key in row and not isinstance(row[key], str):
+            raise ExperimentError(f"{where}: key {key!r} must be a string, got {row[key]!r}")
+    if "baseline" in row and row["baseline"].count("/") != 1:
+        raise ExperimentError(f"{where}: key 'baseline' must look like experiment/name, e.g. figure6/resnet56")
     for key in ("opt_in", "zero_init_residual"):
         if key in row and (err := _bool(row[key])) is not None:
             raise ExperimentError(f"{where}: key {key!r} {err}")
@@ -249,5 +256,5 @@ def _expand_row(row: dict[str, Any], base: dict[str, Any], profile: str, experim
         raise ExperimentError(f"{where}: key 'name' must be a non-empty string without spaces or slashes")
     return [RunSpec(experiment=experiment, name=name, model=row["model"], shortcut=shortcut, seed=seed,
                     recipe=recipe, profile=profile, group=row.get("group"), opt_in=row.get("opt_in", False),
-                    note=row.get("note"), zero_init_residual=row.get("zero_init_residual", False),
+                    note=row.get("note"), baseline=row.get("baseline"), zero_init_residual=row.get("zero_init_residual", False),
                     source=where) for seed in seeds]

@@ -38,9 +38,21 @@ def test_image_folder_tree_and_cache(arrays, tmp_path):
     assert len(caches) == 1 and first.provenance["sha256"][:16] in caches[0].name
     again = load_cifar10(root, data_dir=tmp_path / "data", verbose=False)
     assert torch.equal(first.train_x, again.train_x)
-    # the data dir's cache is found with no --data at all (no network needed)
-    cached = load_cifar10(None, data_dir=tmp_path / "data", download=False, verbose=False)
+    # a cache of an explicit source is never used in place of the real dataset
+    with pytest.raises(DatasetError):
+        load_cifar10(None, data_dir=tmp_path / "data", download=False, verbose=False)
+
+
+def test_torchvision_cache_is_used_once_its_files_are_gone(tiny_torchvision, tmp_path):
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_torchvision / "cifar-10-batches-py", data_dir / "cifar-10-batches-py")
+    first = load_cifar10(None, data_dir=data_dir, download=False, verbose=False)
+    shutil.rmtree(data_dir / "cifar-10-batches-py")
+    cached = load_cifar10(None, data_dir=data_dir, download=False, verbose=False)
     assert cached.provenance["sha256"] == first.provenance["sha256"]
+    assert torch.equal(cached.train_x, first.train_x)
 
 
 def test_truncated_archives_are_errors(tiny_tar, arrays, tmp_path):

@@ -1,0 +1,106 @@
+"""Drawing helpers shared by the notebooks: the paper's figure style in one place.
+
+Figure 6 style: dashed lines training error, bold lines test error, x in iterations
+(1e4), y in %, one colour per depth in every panel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .paper import DEPTH_COLORS
+from .results import Results, depth_summary
+
+sns.set_theme(style="whitegrid", context="notebook")
+_FALLBACK = sns.color_palette("tab10")
+
+
+def color_for(depth: int, i: int = 0) -> str:
+    return DEPTH_COLORS.get(depth, _FALLBACK[i % len(_FALLBACK)])
+
+
+def label_for(run: pd.Series) -> str:
+    family = {"plain": "plain", "resnet": "ResNet", "preresnet": "pre-act ResNet"}.get(run["family"], run["family"])
+    text = run["name"] if run["name"] != run["model"] else f"{family}-{run['depth']}"
+    if run["status"] != "finished":
+        text += f" ({run['status']}, {run['iteration']}/{run['iterations']} it)"
+    return text
+
+
+def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, ...] = ("train", "test"),
+              styles: dict[str, dict] | None = None, colors: dict[str, str] | None = None) -> list[str]:
+    """Error against iterations for the named rows (every seed), paper style.
+
+    Returns the names that have no run (drawn nowhere; the caller lists them)."""
+    styles = styles or {"train": dict(linestyle="--", linewidth=1.0), "test": dict(linestyle="-", linewidth=2.2)}
+    missing = []
+    for i, name in enumerate(names):
+        runs = res.runs[res.runs["name"] == name]
+        if not len(runs):
+            missing.append(name)
+            continue
+        for j, (_, run) in enumerate(runs.iterrows()):
+            log = res.logs[res.logs["run"] == run["run"]]
+            color = (colors or {}).get(name) or color_for(run["depth"], i)
+            for curve in curves:
+                ax.plot(log["iteration"] / 1e4, log[f"{curve}_error"], color=color, **styles[curve],
+                        label=label_for(run) if (curve == curves[-1] and j == 0) else None)
+            if run["status"] != "finished" and len(log):  # mark where an unfinished run stops
+                ax.plot(log["iteration"].iloc[-1] / 1e4, log["test_error"].iloc[-1], "x", color=color, ms=10, mew=2)
+    ax.set_xlabel("iter. (1e4)")
+    ax.set_ylabel("error (%)")
+    _ylim(ax, res, names)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return missing
+
+
+def _ylim(ax: plt.Axes, res: Results, names: list[str]) -> None:
+    """0-20 % as the paper where our errors fit, else up to what the curves need after
+    their first tenth (the first evaluations are near 90 % and would flatten the rest)."""
+    logs = res.logs[res.logs["run"].isin(res.runs.loc[res.runs["name"].isin(names), "run"])]
+    if not len(logs):
+        return
+    late = logs[logs["iteration"] >= logs["iteration"].max() * 0.1]
+    top = max(late["test_error"].max(), late["train_error"].max()) * 1.1
+    ax.set_ylim(0, 20 if top <= 20 else min(100, top))
+
+
+def curve_legend_note() -> str:
+    return "Dashed lines: training error (mean mini-batch error since the previous point); bold lines: test error."
+
+
+def depth_figure(res: Results) -> tuple[plt.Figure, pd.DataFrame]:
+    """Final training and test error against depth, plain nets and ResNets."""
+    t = depth_summary(res.runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, split in zip(axes, ("train", "test")):
+        for family, color, marker in (("plain", "#d62728", "o"), ("resnet", "#1f77b4", "s")):
+            d = t[t["family"] == family]
+            if not len(d):
+                continue
+            ax.errorbar(d["depth"], d[f"{split}_mean"], yerr=d[f"{split}_std"].fillna(0), color=color,
+                        marker=marker, capsize=4, linewidth=2,
+                        label="plain" if family == "plain" else "ResNet (option A)")
+        ax.set_xscale("log")
+        ax.set_xticks([20, 32, 44, 56, 110])
+        ax.set_xticklabels(["20", "32", "44", "56", "110"])
+        ax.minorticks_off()
+        ax.set_xlabel("depth (layers)")
+        ax.set_ylabel(f"final {split}ing error (%)" if split == "train" else "final test error (%)")
+        ax.set_title("training error" if split == "train" else "test error")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    return fig, t
+
+
+def save(fig: plt.Figure, out_dir: str | Path, name: str) -> Path:
+    path = Path(out_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -1,0 +1,134 @@
+"""Execute the notebooks with papermill and export self-contained HTML reports.
+
+    reports/index.html          links every report; the depth figure first
+    reports/<name>.html         one report (figures embedded, code hidden)
+    reports/<name>/             its figures as PNG, tables as CSV, the executed notebook
+
+The HTML loads nothing from the network (no MathJax, require.js or mermaid), so it
+opens offline and in any browser.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fileio import atomic_write_text
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str          # notebook file stem and output name
+    title: str
+    description: str
+    experiments: tuple[str, ...]  # experiment files it reads
+
+
+# In the order the index lists them: the degradation in one picture first.
+REPORTS = (
+    Report("depth", "Degradation at a glance", "Final training and test error against depth, plain nets vs ResNets.",
+           ("figure6",)),
+    Report("figure1", "Figure 1", "Training and test error of plain-20 and plain-56.", ("figure1",)),
+    Report("figure6", "Figure 6", "Plain nets, ResNets, and ResNet-110 vs ResNet-1202, against iterations.",
+           ("figure6",)),
+    Report("table6", "Table 6", "Final test error per network beside the paper's Table 6.", ("figure6",)),
+    Report("ablations", "Ablations", "Every row of experiments/ablations.yaml against its baseline.",
+           ("ablations", "figure6")),
+)
+
+# nbconvert's lab template, minus the three scripts it fetches from a CDN.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def export_html(notebook_path: Path, html_path: Path, show_code: bool = False) -> None:
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
+                            exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.template_file = "offline.html.j2"
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    atomic_write_text(html_path, body)
+
+
+def build_reports(results: str | Path = "results", out: str | Path = "reports",
+                  experiments_dir: str | Path = "experiments", only: list[str] | None = None,
+                  show_code: bool = False) -> Path:
+    """Run every notebook (or ``only`` these) and write the index. Returns its path.
+
+    A notebook that fails is reported in the index and raises at the end, after the
+    other reports are written."""
+    import papermill as pm
+
+    results, out, experiments_dir = Path(results).resolve(), Path(out).resolve(), Path(experiments_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    failures: dict[str, str] = {}
+    for rep in REPORTS:
+        if only and rep.name not in only:
+            continue
+        rep_dir = out / rep.name
+        rep_dir.mkdir(parents=True, exist_ok=True)
+        executed = rep_dir / f"{rep.name}.ipynb"
+        print(f"[report] {rep.name}: executing notebooks/{rep.name}.ipynb", flush=True)
+        try:
+            pm.execute_notebook(str(NOTEBOOKS_DIR / f"{rep.name}.ipynb"), str(executed),
+                                parameters={"results_dir": str(results), "experiments_dir": str(experiments_dir),
+                                            "out_dir": str(rep_dir)},
+                                kernel_name="python3", progress_bar=False, cwd=str(rep_dir))
+        except Exception as e:  # keep going: the other reports are still worth having
+            failures[rep.name] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            print(f"[report] {rep.name} FAILED: {failures[rep.name]}", flush=True)
+            if not executed.exists():
+                continue
+        export_html(executed, out / f"{rep.name}.html", show_code)
+    index = write_index(out, results, experiments_dir, failures)
+    if failures:
+        raise RuntimeError(f"{len(failures)} report(s) failed: {', '.join(failures)}; see {index}")
+    return index
+
+
+def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[str, str]) -> Path:
+    from .results import load_results, provenance_html
+
+    res = load_results(results)
+    exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
+    e = html.escape
+    items = []
+    for rep in REPORTS:
+        if not (out / f"{rep.name}.html").exists():
+            continue
+        status = f' <span style="color:#c00">(notebook failed: {e(failures[rep.name])})</span>' \
+            if rep.name in failures else ""
+        items.append(f'<li><a href="{rep.name}.html">{e(rep.title)}</a>: {e(rep.description)}{status}</li>')
+    depth_png = out / "depth" / "depth.png"
+    figure = (f'<p><a href="depth.html"><img src="depth/depth.png" alt="final error against depth" '
+              f'style="max-width:100%;border:1px solid #ccc"></a></p>') if depth_png.exists() else ""
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>resnet-exp reports</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;line-height:1.4}}
+td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
+<body>
+<h1>resnet-exp: the degradation experiment of He et al. (2016) on CIFAR-10</h1>
+{provenance_html(res, exp_files)}
+<h2>The degradation problem in one picture</h2>
+{figure or '<p>No depth figure yet (no figure6 runs).</p>'}
+<h2>Reports</h2>
+<ul>
+{chr(10).join(items)}
+</ul>
+<p style="color:#666">Results folder: {e(str(results))}. Made {_dt.datetime.now():%Y-%m-%d %H:%M}
+by <code>python -m resnet_exp report</code>.</p>
+</body></html>
+"""
+    index = out / "index.html"
+    atomic_write_text(index, page)
+    return index

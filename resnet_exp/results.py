@@ -1,0 +1,247 @@
+"""Read finished (and unfinished) runs back from ``<results>/``: the one place where the
+reports' numbers are computed. Notebooks call these functions and only draw.
+
+Runs made from different datasets never mix: one dataset is chosen (by default the one
+with the most runs) and the others are listed as excluded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .experiments import ExperimentError, load_experiment
+from .fileio import read_json
+from .models import parse_model_name
+from .paper import PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_NOTES, TABLE6_TEST_ERROR
+
+
+@dataclass
+class Results:
+    runs: pd.DataFrame            # one row per run
+    logs: pd.DataFrame            # every log line, with the run's key columns
+    dataset: dict[str, Any] | None
+    excluded: list[str] = field(default_factory=list)  # runs of other datasets
+    results_dir: Path = Path("results")
+
+    def experiment(self, name: str) -> "Results":
+        keep = self.runs["experiment"] == name if len(self.runs) else []
+        runs = self.runs[keep] if len(self.runs) else self.runs
+        logs = self.logs[self.logs["run"].isin(runs["run"])] if len(self.logs) else self.logs
+        return Results(runs, logs, self.dataset, self.excluded, self.results_dir)
+
+
+RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcut", "seed", "group", "note",
+               "baseline", "status", "iteration", "iterations", "params", "profile", "device", "torch",
+               "git_commit", "started", "finished", "wall_time_s", "final_train_error", "final_test_error",
+               "images_per_s", "dataset_sha256", "subset_per_class"]
+
+
+def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> Results:
+    results_dir = Path(results_dir)
+    runs, logs = [], []
+    for meta_path in sorted(results_dir.glob("*/*/meta.json")):
+        meta = read_json(meta_path)
+        if not meta or "config" not in meta:
+            continue
+        run_dir = meta_path.parent
+        cfg, recipe = meta["config"], meta["config"].get("recipe", {})
+        log = _read_log(run_dir / "log.csv")
+        family, depth = parse_model_name(cfg["model"])
+        last = log.iloc[-1] if len(log) else None
+        key = f"{run_dir.parent.name}/{run_dir.name}"
+        runs.append({
+            "run": key, "experiment": run_dir.parent.name, "name": cfg["name"], "model": cfg["model"],
+            "family": family.prefix, "depth": depth, "shortcut": cfg.get("shortcut"), "seed": cfg["seed"],
+            "group": cfg.get("group"), "note": cfg.get("note"), "baseline": cfg.get("baseline"),
+            "status": meta.get("status", "unknown"),
+            "iteration": int(last["iteration"]) if last is not None else 0,
+            "iterations": recipe.get("iterations"), "params": meta.get("params"), "profile": cfg.get("profile"),
+            "device": meta.get("device"), "torch": meta.get("torch"), "git_commit": meta.get("git_commit"),
+            "started": meta.get("started"), "finished": meta.get("finished"), "wall_time_s": meta.get("wall_time_s"),
+            "final_train_error": float(last["train_error"]) if last is not None else None,
+            "final_test_error": float(last["test_error"]) if last is not None else None,
+            "images_per_s": float(log["images_per_s"].median()) if len(log) else None,
+            "dataset_sha256": (meta.get("dataset") or {}).get("sha256"),
+            "subset_per_class": recipe.get("train_per_class"),
+            "_dataset": meta.get("dataset"),
+        })
+        if len(log):
+            logs.append(log.assign(run=key))
+    runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS + ["_dataset"])
+    logs_df = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(columns=["run", "iteration"])
+
+    dataset, excluded = None, []
+    if len(runs_df):
+        sha = dataset_sha256 or runs_df["dataset_sha256"].value_counts().index[0]
+        other = runs_df["dataset_sha256"] != sha
+        excluded = [f"{r.run} (dataset {str(r.dataset_sha256)[:12]}...)" for r in runs_df[other].itertuples()]
+        runs_df = runs_df[~other]
+        dataset = runs_df["_dataset"].iloc[0]
+        logs_df = logs_df[logs_df["run"].isin(runs_df["run"])]
+    runs_df = runs_df.drop(columns="_dataset").reset_index(drop=True)
+    return Results(runs_df, logs_df.reset_index(drop=True), dataset, excluded, results_dir)
+
+
+def _read_log(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
+# --------------------------------------------------------------------------- expectations
+def expected_rows(experiment_file: str | Path, profile: str) -> list[tuple[str, int]]:
+    """(name, seed) of every non-opt-in run an experiment file asks for."""
+    try:
+        return [(s.name, s.seed) for s in load_experiment(experiment_file, profile) if not s.opt_in]
+    except ExperimentError:
+        return []
+
+
+def missing_and_unfinished(res: Results, experiment_file: str | Path) -> tuple[list[str], list[str]]:
+    name = Path(experiment_file).stem
+    runs = res.runs[res.runs["experiment"] == name]
+    profile = runs["profile"].mode().iloc[0] if len(runs) else "quick"
+    have = {(r.name, r.seed) for r in runs.itertuples()}
+    missing = [f"{name}/{n} (seed {s})" for n, s in expected_rows(experiment_file, profile) if (n, s) not in have]
+    unfinished = [f"{r.experiment}/{r.name} (seed {r.seed}): {r.status}, {r.iteration}/{r.iterations} iterations"
+                  for r in runs.itertuples() if r.status != "finished"]
+    return missing, unfinished
+
+
+# --------------------------------------------------------------------------- tables
+def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per row name: seeds, mean/std/best final test error, mean final train error."""
+    if not len(runs):
+        return pd.DataFrame(columns=["name", "model", "depth", "params", "seeds", "test_mean", "test_std",
+                                     "test_best", "train_mean", "status"])
+    g = runs.groupby("name", sort=False)
+    out = pd.DataFrame({
+        "model": g["model"].first(), "family": g["family"].first(), "depth": g["depth"].first(),
+        "shortcut": g["shortcut"].first(), "params": g["params"].first(), "seeds": g["seed"].count(),
+        "test_mean": g["final_test_error"].mean(), "test_std": g["final_test_error"].std(),
+        "test_best": g["final_test_error"].min(), "train_mean": g["final_train_error"].mean(),
+        "train_std": g["final_train_error"].std(),
+        "status": g["status"].agg(lambda s: "finished" if (s == "finished").all() else ", ".join(sorted(set(s)))),
+    }).reset_index()
+    return out
+
+
+def table6(runs: pd.DataFrame) -> pd.DataFrame:
+    """Our final test errors beside the paper's Table 6 (plain nets too, without a number)."""
+    t = final_errors(runs)
+    rows = []
+    for r in t.sort_values(["family", "depth"]).itertuples():
+        paper = TABLE6_TEST_ERROR.get(r.name) if r.shortcut in (None, "A") else None
+        paper = PREACT_TEST_ERROR.get(r.name, paper)
+        ours = f"{r.test_mean:.2f}" if r.seeds == 1 else f"{r.test_mean:.2f} +- {r.test_std:.2f} (best {r.test_best:.2f})"
+        rows.append({
+            "network": r.name, "params": f"{int(r.params):,}" if pd.notna(r.params) else "",
+            "seeds": r.seeds, "test error % (ours)": ours,
+            "test error % (paper)": f"{paper:.2f}" if paper is not None else "-",
+            "difference (ours - paper)": f"{r.test_mean - paper:+.2f}" if paper is not None else "-",
+            "reimplementation %": f"{REIMPLEMENTATION_TEST_ERROR[r.name]:.2f}" if r.name in REIMPLEMENTATION_TEST_ERROR else "-",
+            "train error % (ours)": f"{r.train_mean:.2f}", "status": r.status,
+            "note": PLAIN_NOTE if r.family == "plain" else TABLE6_NOTES.get(r.name, ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def depth_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Final train/test error against depth, for plain nets and option-A ResNets."""
+    t = final_errors(runs[runs["family"].isin(["plain", "resnet"]) & runs["shortcut"].isin([None, "A"])])
+    return t[["family", "depth", "seeds", "train_mean", "train_std", "test_mean", "test_std", "status"]].sort_values(
+        ["family", "depth"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- provenance
+def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
+    """The block every report starts with: dataset, profile, device, versions, gaps."""
+    ds = res.dataset or {}
+    runs = res.runs[res.runs["experiment"].isin([Path(f).stem for f in experiment_files])]
+    e = html.escape
+    warnings = []
+    if ds.get("lossy"):
+        warnings.append("This report was made from a LOSSY JPEG copy of CIFAR-10 (quality 75), not the real "
+                        "dataset. Absolute errors are NOT comparable with the paper's; orderings and gaps "
+                        "between networks are what it can show.")
+    if ds.get("subset") or runs["subset_per_class"].notna().any():
+        n = runs["subset_per_class"].dropna()
+        per = f" ({int(n.iloc[0])} training images per class)" if len(n) else ""
+        warnings.append(f"This report was made from a SUBSET of CIFAR-10{per} (the bundled mini subset or a "
+                        "smoke profile): errors are far above the paper's and only the shape of the curves means "
+                        "anything.")
+    if not ds:
+        warnings.append("No runs were found in the results folder.")
+    missing, unfinished = [], []
+    for f in experiment_files:
+        m, u = missing_and_unfinished(res, f)
+        missing += m
+        unfinished += u
+    boxes = "".join(f'<div class="warn" style="border:2px solid #c00;background:#fee;padding:8px;'
+                    f'margin:6px 0;font-weight:bold">WARNING: {e(w)}</div>' for w in warnings)
+
+    def vals(col: str) -> str:
+        v = [str(x) for x in runs[col].dropna().unique()]
+        return e(", ".join(v)) if v else "-"
+
+    items = [
+        ("Dataset", f"{e(str(ds.get('name', '-')))}: {ds.get('n_train', '?'):,} training / "
+                    f"{ds.get('n_test', '?'):,} test images" if ds else "-"),
+        ("Source", e(f"{ds.get('source', '-')}: {ds.get('path', '-')}")),
+        ("sha256", f"<code>{e(str(ds.get('sha256', '-')))}</code>"),
+        ("Profile", vals("profile")), ("Device", vals("device")), ("torch", vals("torch")),
+        ("Git commit", vals("git_commit")),
+        ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)"),
+        ("Report made", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+        ("Missing runs", e("; ".join(missing)) or "none"),
+        ("Unfinished runs", e("; ".join(unfinished)) or "none"),
+    ]
+    if res.excluded:
+        items.append(("Excluded (other dataset)", e("; ".join(res.excluded))))
+    rows = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th>"
+                   f"<td style='text-align:left'>{v}</td></tr>" for k, v in items)
+    return f'<div class="provenance">{boxes}<table>{rows}</table></div>'
+
+
+def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
+    """One sentence: is the deeper net better or worse than the shallower one, on
+    training and on test error? (Degradation: worse on both.)"""
+    t = final_errors(runs).set_index("name")
+    if shallow not in t.index or deep not in t.index:
+        return f"{shallow} or {deep} has no run yet, so there is nothing to compare."
+    a, b = t.loc[shallow], t.loc[deep]
+    word = lambda deeper, shallower: "higher" if deeper > shallower else "lower"  # noqa: E731
+    unfinished = "" if (a.status == b.status == "finished") else " Some of these runs are unfinished."
+    return (f"{deep}: {b.train_mean:.2f} % training / {b.test_mean:.2f} % test error; "
+            f"{shallow}: {a.train_mean:.2f} % / {a.test_mean:.2f} %. The deeper net has the "
+            f"{word(b.train_mean, a.train_mean)} training error and the {word(b.test_mean, a.test_mean)} "
+            f"test error.{unfinished}")
+
+
+def ablation_table(res: Results, experiment: str = "ablations") -> pd.DataFrame:
+    """Every ablation row with its baseline's final errors and the differences."""
+    rows = res.runs[res.runs["experiment"] == experiment]
+    ours = final_errors(rows).set_index("name")
+    out = []
+    for name, group in rows.groupby("name", sort=False):
+        r = ours.loc[name]
+        first = group.iloc[0]
+        base_exp, _, base_name = (first["baseline"] or "/").partition("/")
+        base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)]
+        base = final_errors(base_runs).set_index("name").loc[base_name] if len(base_runs) else None
+        out.append({
+            "group": first["group"] or "-", "row": name, "seeds": r.seeds,
+            "train error %": round(r.train_mean, 2), "test error %": round(r.test_mean, 2),
+            "baseline": first["baseline"] or "-",
+            "baseline test error %": round(base.test_mean, 2) if base is not None else None,
+            "test difference": round(r.test_mean - base.test_mean, 2) if base is not None else None,
+            "status": r.status, "note": first["note"] or "",
+        })
+    return pd.DataFrame(out)

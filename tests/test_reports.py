@@ -1,0 +1,126 @@
+"""Reports: results read back, notebooks executed by papermill, HTML checked in a browser.
+
+One session fixture trains every shipped experiment row for a handful of iterations on
+generated data (same row names, a far shorter recipe) and builds the reports from them.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from resnet_exp.report import REPORTS, build_reports
+from resnet_exp.results import load_results, table6
+from resnet_exp.runner import run_experiments
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"iterations": 4, "milestones": [2], "eval_every": 2, "batch_size": 10}
+
+
+@pytest.fixture(scope="session")
+def built_reports(tmp_path_factory, tiny_tar):
+    root = tmp_path_factory.mktemp("reports")
+    exp_dir = root / "experiments"
+    exp_dir.mkdir()
+    for f in (REPO / "experiments").glob("*.yaml"):
+        doc = yaml.safe_load(f.read_text())
+        doc["defaults"] = {**(doc.get("defaults") or {}), **FAST}
+        if f.stem == "ablations":
+            doc["rows"].pop()  # leave one ablation row untrained: it must show up as missing
+        (exp_dir / f.name).write_text(yaml.safe_dump(doc))
+    files = [str(exp_dir / f"{n}.yaml") for n in ("figure1", "figure6", "ablations")]
+    run_experiments(files, profile="smoke", data=str(tiny_tar), device="cpu", progress=False,
+                    results=str(root / "results"), data_dir=root / "data")
+    # an unfinished run: drop the last log line and mark it running
+    run = next((root / "results" / "figure6").glob("resnet56-*"))
+    meta = json.loads((run / "meta.json").read_text())
+    meta["status"] = "running"
+    (run / "meta.json").write_text(json.dumps(meta))
+    log = (run / "log.csv").read_text().splitlines()
+    (run / "log.csv").write_text("\n".join(log[:-1]) + "\n")
+    index = build_reports(results=root / "results", out=root / "out", experiments_dir=exp_dir)
+    return root, index
+
+
+def test_results_and_table6(built_reports):
+    root, _ = built_reports
+    res = load_results(root / "results")
+    assert set(res.runs["experiment"]) == {"figure1", "figure6", "ablations"}
+    assert res.dataset["source"] == "image-folder-tar"
+    t = table6(res.experiment("figure6").runs).set_index("network")
+    assert t.loc["resnet20", "test error % (paper)"] == "8.75"
+    assert t.loc["plain20", "test error % (paper)"] == "-" and "no test-error number" in t.loc["plain20", "note"]
+    assert t.loc["resnet56", "status"] == "running"
+
+
+def test_every_report_is_written_with_provenance(built_reports):
+    root, index = built_reports
+    out = root / "out"
+    assert index == out / "index.html"
+    for rep in REPORTS:
+        page = (out / f"{rep.name}.html").read_text()
+        assert "sha256" in page and "WARNING" in page and "SUBSET" in page  # generated data is a subset
+        assert "data:image/png;base64" in page or rep.name == "table6"      # figures embedded
+        assert "https://" not in page.split("<body")[0]                     # nothing fetched at load
+        assert "import matplotlib" not in page                               # code hidden
+    assert (out / "figure6" / "figure6.png").exists() and (out / "table6" / "table6.csv").exists()
+    figure6 = (out / "figure6.html").read_text()
+    assert "Unfinished runs" in figure6 and "resnet56 (seed 1): running" in figure6
+    ablations = (out / "ablations.html").read_text()
+    assert "resnet56-noaug" in ablations  # the untrained row is listed as missing
+    csv = pd.read_csv(out / "ablations" / "ablations.csv")
+    assert {"resnet20-B", "resnet56-B", "preresnet110", "plain110"} == set(csv["row"])
+    assert csv.set_index("row").loc["resnet20-B", "baseline"] == "figure6/resnet20"
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.mark.browser
+def test_reports_in_a_real_browser(built_reports, tmp_path):
+    chromium = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: install Debian's chromium (.ci/run does) and playwright")
+        pytest.skip("headless Chromium or playwright is not installed")
+    root, index = built_reports
+    out = root / "out"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--allow-file-access-from-files"])
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+
+        page.goto(index.as_uri())
+        links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+        assert {f"{r.name}.html" for r in REPORTS} <= {link.rsplit("/", 1)[-1] for link in links}
+        pages = [index.as_uri()] + [link for link in dict.fromkeys(links) if link.startswith("file:")]
+        for url in pages:
+            assert Path(url.removeprefix("file://")).exists(), f"broken link {url}"
+            page.goto(url)
+            page.wait_for_load_state("load")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.currentSrc.slice(0, 40), e.complete, e.naturalWidth, e.naturalHeight])")
+            if not url.endswith("table6.html"):
+                assert images, f"{url} shows no figure"
+            for src, complete, w, h in images:
+                assert complete and w > 0 and h > 0, f"{url}: image {src} did not load"
+            page.screenshot(path=str(tmp_path / (Path(url).stem + ".png")), full_page=True)
+        browser.close()
+    assert not problems, "\n".join(problems)
