@@ -43,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     run_bench(models=args.models, iters=args.iters, device=args.device, out=args.out,
-              batch_size=args.batch_size, workers=args.workers)
+              batch_size=args.batch_size, workers=args.workers, data=args.data)
     return 0
 
 
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--workers", type=int, default=None, help="textbook DataLoader workers")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--data", default=None, help="CIFAR-10 source (default: data/, else synthetic images)")
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")
     b.set_defaults(func=cmd_bench)
 

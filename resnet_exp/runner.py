@@ -91,17 +91,15 @@ def estimate_seconds(todo: list[PlannedRun], splits_for: Any, device: torch.devi
         return {}
     probe = min(todo, key=lambda p: model_info(p.spec.model)["flops"])
     splits = splits_for(probe.spec)
+    from .train import make_optimizer, make_train_step
+
     model = build_model(probe.spec.model).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step = make_train_step(model, make_optimizer(model, probe.spec.recipe, device))
     batches = TrainBatches(splits.train_x, splits.train_y, probe.spec.recipe["batch_size"], True, seed=0)
     timings = []
     for _ in range(4):
         t = time.perf_counter()
-        x, y = batches.next()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        step(*batches.next())
         if device.type == "cuda":
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - t)

@@ -5,6 +5,7 @@ generated data (same row names, a far shorter recipe) and builds the reports fro
 """
 
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -26,15 +27,17 @@ def built_reports(tmp_path_factory, tiny_tar):
     root = tmp_path_factory.mktemp("reports")
     exp_dir = root / "experiments"
     exp_dir.mkdir()
+    docs = {}
     for f in (REPO / "experiments").glob("*.yaml"):
-        doc = yaml.safe_load(f.read_text())
-        doc["defaults"] = {**(doc.get("defaults") or {}), **FAST}
-        if f.stem == "ablations":
-            doc["rows"].pop()  # leave one ablation row untrained: it must show up as missing
-        (exp_dir / f.name).write_text(yaml.safe_dump(doc))
+        docs[f.name] = yaml.safe_load(f.read_text())
+        docs[f.name]["defaults"] = {**(docs[f.name].get("defaults") or {}), **FAST}
+        (exp_dir / f.name).write_text(yaml.safe_dump(docs[f.name]))
     files = [str(exp_dir / f"{n}.yaml") for n in ("figure1", "figure6", "ablations")]
     run_experiments(files, profile="smoke", data=str(tiny_tar), device="cpu", progress=False,
-                    results=str(root / "results"), data_dir=root / "data")
+                    results=str(root / "results"), data_dir=root / "data", only=[
+                        "plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
+                        "resnet110", "resnet20-B", "resnet56-B", "preresnet110", "plain110"])
+    # resnet56-noaug (ablations) and resnet1202 (opt-in) stay untrained: reports must list the former as missing
     # an unfinished run: drop the last log line and mark it running
     run = next((root / "results" / "figure6").glob("resnet56-*"))
     meta = json.loads((run / "meta.json").read_text())
@@ -65,7 +68,7 @@ def test_every_report_is_written_with_provenance(built_reports):
         page = (out / f"{rep.name}.html").read_text()
         assert "sha256" in page and "WARNING" in page and "SUBSET" in page  # generated data is a subset
         assert "data:image/png;base64" in page or rep.name == "table6"      # figures embedded
-        assert "https://" not in page.split("<body")[0]                     # nothing fetched at load
+        assert not re.search(r"""(src|href)=["']https?://""", page)          # nothing fetched at load
         assert "import matplotlib" not in page                               # code hidden
     assert (out / "figure6" / "figure6.png").exists() and (out / "table6" / "table6.csv").exists()
     figure6 = (out / "figure6.html").read_text()

@@ -232,3 +232,25 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     proc = _cli(["run", str(exp), "--data", str(tmp_path / "none.tar.gz")], tmp_path)
     out = proc.communicate()[0]
     assert proc.returncode == 2 and "unknown key 'lrr'" in out and "Traceback" not in out
+
+
+def test_sigterm_checkpoints_at_the_next_line_and_loses_nothing(tiny_tar, tmp_path):
+    import torch
+
+    exp = write_experiment(tmp_path / "t.yaml", """
+rows:
+  - {model: resnet8, iterations: 400, milestones: [300], eval_every: 20, batch_size: 16, checkpoint_every_s: 3600}
+""")
+    proc = _cli(["run", str(exp), "--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu",
+                 "--results", "r"], tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "r").glob("t/*/log.csv")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # what `timeout` sends
+    out = proc.communicate()[0]
+    assert proc.returncode == 130, out
+    run_dir = next((tmp_path / "r").glob("t/*"))
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    logged = read_log(run_dir)
+    assert ckpt["iteration"] == int(logged[-1]["iteration"]) < 400  # checkpoint_every_s was an hour
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
