@@ -49,7 +49,7 @@ def plan_runs(specs: list[RunSpec], results: Path, dataset_sha: str) -> list[Pla
     for spec in specs:
         identity = spec.identity(dataset_sha)
         run_dir = results / spec.experiment / spec.run_dir_name(dataset_sha)
-        if not run_dir.exists():
+        if not (run_dir / "meta.json").exists():
             _reuse_identical_run(results, run_dir, identity)
         meta = read_json(run_dir / "meta.json") or {}
         status = meta.get("status") if meta.get("identity") == identity else None
@@ -74,7 +74,7 @@ def _reuse_identical_run(results: Path, run_dir: Path, identity: str) -> None:
     for other in sorted(results.glob(f"*/{run_dir.name}")):
         meta = read_json(other / "meta.json") or {}
         if meta.get("identity") == identity and meta.get("status") == "finished":
-            shutil.copytree(other, run_dir, ignore=shutil.ignore_patterns(".lock", "*.tmp"))
+            shutil.copytree(other, run_dir, ignore=shutil.ignore_patterns(".lock", "*.tmp"), dirs_exist_ok=True)
             meta = read_json(run_dir / "meta.json")
             meta.update(copied_from=str(other.relative_to(results)),
                         config={**meta["config"], "experiment": run_dir.parent.name})
@@ -181,6 +181,13 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
         if p.state not in ("new", "partial", "failed"):
             outcomes.append((p, read_json(p.run_dir / "meta.json") or {"status": p.state}))
             continue
+        if p.state == "new" and not (p.run_dir / "meta.json").exists():
+            # an identical run may have finished earlier in this invocation (figure1 -> figure6)
+            _reuse_identical_run(results_dir, p.run_dir, p.identity)
+            meta = read_json(p.run_dir / "meta.json")
+            if meta and meta.get("status") == "finished":
+                outcomes.append((p, meta))
+                continue
         lock = RunLock(p.run_dir)
         if not lock.acquire():  # another invocation took it since the plan was made
             outcomes.append((p, {"status": "locked"}))

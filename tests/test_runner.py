@@ -148,6 +148,12 @@ def test_runs_finish_skip_and_are_reproducible(tiny_tar, tmp_path, capsys):
     assert read_log(copied["resnet8"]) == rows
     assert json.loads((copied["resnet8"] / "meta.json").read_text())["config"]["experiment"] == "other"
 
+    # ... also when both files are in one invocation: trained once, then copied
+    capsys.readouterr()
+    run_experiments([str(exp), str(write_experiment(tmp_path / "third.yaml", TINY))],
+                    results=str(tmp_path / "r3"), **kw)
+    assert capsys.readouterr().out.count("copied instead of trained") == 2
+
     # a changed row is a new run
     write_experiment(exp, TINY.replace("plain8, iterations: 30", "plain8, lr: 0.05, iterations: 30"))
     capsys.readouterr()
