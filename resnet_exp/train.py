@@ -13,6 +13,7 @@ device tensors and are read only at evaluation time.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -255,7 +256,10 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The commit this process runs (read once: a later checkout does not change the code
+    already imported)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=os.path.dirname(os.path.abspath(__file__)))

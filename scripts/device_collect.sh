@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 PARTS="${1:?usage: device_collect.sh FOLDER_WITH_results.tar.gz.part-*}"
 mkdir -p .devresults reports/reference/results
 cat "$PARTS"/results.tar.gz.part-* | tar xzf - -C .devresults
-rsync -a --exclude checkpoint.pt --exclude .lock .devresults/ reports/reference/results/
+tar -C .devresults --exclude=checkpoint.pt --exclude=.lock -cf - . | tar -C reports/reference/results -xf -
 source scripts/setup_venv.sh
 "$PY" -m resnet_exp report --results reports/reference/results --out reports/reference
