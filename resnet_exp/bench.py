@@ -19,7 +19,6 @@ uint8 tensors of CIFAR-10's shape: the throughput does not depend on the pixels.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

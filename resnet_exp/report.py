@@ -110,8 +110,8 @@ def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[
             if rep.name in failures else ""
         items.append(f'<li><a href="{rep.name}.html">{e(rep.title)}</a>: {e(rep.description)}{status}</li>')
     depth_png = out / "depth" / "depth.png"
-    figure = (f'<p><a href="depth.html"><img src="depth/depth.png" alt="final error against depth" '
-              f'style="max-width:100%;border:1px solid #ccc"></a></p>') if depth_png.exists() else ""
+    figure = ('<p><a href="depth.html"><img src="depth/depth.png" alt="final error against depth" '
+              'style="max-width:100%;border:1px solid #ccc"></a></p>') if depth_png.exists() else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>resnet-exp reports</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;line-height:1.4}}

@@ -8,9 +8,11 @@ row or another dataset is a new run and a finished run is never trained twice.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from .experiments import ExperimentError, RunSpec, load_experiment
 from .fileio import RunLock, atomic_write_json, read_json
 from .loader import DeviceSplits, TrainBatches, prepare_splits
 from .models import build_model, model_info
+from .train import make_optimizer, make_train_step, train_run
 
 
 def pick_device(device: str) -> torch.device:
@@ -84,15 +87,19 @@ def _reuse_identical_run(results: Path, run_dir: Path, identity: str) -> None:
             return
 
 
+@functools.lru_cache(maxsize=None)
+def _flops(model: str) -> int:
+    """Forward FLOPs of one image (counted once per model name)."""
+    return model_info(model)["flops"]
+
+
 def estimate_seconds(todo: list[PlannedRun], splits_for: Any, device: torch.device) -> dict[str, float]:
     """Rough time per run: time a few training steps of the cheapest model here, then
     scale by FLOPs (a training step ~ 3 forward passes, plus the evaluations)."""
     if not todo:
         return {}
-    probe = min(todo, key=lambda p: model_info(p.spec.model)["flops"])
+    probe = min(todo, key=lambda p: _flops(p.spec.model))
     splits = splits_for(probe.spec)
-    from .train import make_optimizer, make_train_step
-
     model = build_model(probe.spec.model).to(device).to(memory_format=torch.channels_last)
     step = make_train_step(model, make_optimizer(model, probe.spec.recipe, device))
     batches = TrainBatches(splits.train_x, splits.train_y, probe.spec.recipe["batch_size"], True, seed=0)
@@ -103,11 +110,11 @@ def estimate_seconds(todo: list[PlannedRun], splits_for: Any, device: torch.devi
         if device.type == "cuda":
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - t)
-    step_flops = 3 * model_info(probe.spec.model)["flops"] * probe.spec.recipe["batch_size"]
+    step_flops = 3 * _flops(probe.spec.model) * probe.spec.recipe["batch_size"]
     flops_per_s = step_flops / min(timings[1:])
     out = {}
     for p in todo:
-        r, fwd = p.spec.recipe, model_info(p.spec.model)["flops"]
+        r, fwd = p.spec.recipe, _flops(p.spec.model)
         done = 0
         if p.state == "partial":
             meta = read_json(p.run_dir / "meta.json") or {}
@@ -193,15 +200,11 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
             outcomes.append((p, {"status": "locked"}))
             continue
         try:
-            from .train import train_run
-
             meta = train_run(p.spec, splits_for(p.spec), p.run_dir, dev, prov, p.identity, progress)
         except KeyboardInterrupt:
             _mark(p, "interrupted")
             raise
         except Exception as e:  # one broken run must not stop the others
-            import traceback
-
             traceback.print_exc()
             meta = _mark(p, "failed", error=f"{type(e).__name__}: {e}")
             print(f"[{p.spec.name}] FAILED: {type(e).__name__}: {e}; its checkpoint (if any) is kept, "

@@ -99,7 +99,6 @@ def test_reports_in_a_real_browser(built_reports, tmp_path):
             pytest.fail("CI must run the browser test: install Debian's chromium (.ci/run does) and playwright")
         pytest.skip("headless Chromium or playwright is not installed")
     root, index = built_reports
-    out = root / "out"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
