@@ -3,5 +3,5 @@
 # Extra arguments go to pytest, e.g. ./run_tests.sh -k models -x
 set -euo pipefail
 cd "$(dirname "$0")"
-source scripts/setup_venv.sh
+EXTRAS=test,ray source scripts/setup_venv.sh
 exec "$PY" -m pytest "$@"

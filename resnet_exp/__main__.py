@@ -24,11 +24,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_experiments
+    from .runner import ExecutorChoice, run_experiments
 
+    choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
+                            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
+                            threads=args.threads)
     return run_experiments(args.experiments, profile=args.profile, only=args.only, data=args.data,
                            results=args.results, device=args.device, include_opt_in=args.include_opt_in,
-                           dry_run=args.dry_run)
+                           dry_run=args.dry_run, executor=choice)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -40,10 +43,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import run_bench, run_concurrent_bench
 
-    run_bench(models=args.models, iters=args.iters, device=args.device, out=args.out,
-              batch_size=args.batch_size, workers=args.workers, data=args.data)
+    if args.concurrent:
+        run_concurrent_bench(models=args.models, ks=args.concurrent, iters=args.iters, device=args.device,
+                             profile=args.profile, out=args.out)
+    else:
+        run_bench(models=args.models, iters=args.iters, device=args.device, out=args.out, profile=args.profile,
+                  workers=args.workers, data=args.data)
     return 0
 
 
@@ -56,14 +63,20 @@ def cmd_make_mini(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m resnet_exp", description=__doc__)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
+                                description="Reproduce the degradation experiment of He et al. (2016).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("models", help="table of the registered networks")
+    m = sub.add_parser("models", help="table of the registered networks", formatter_class=fmt,
+                       epilog="example: python -m resnet_exp models resnet56 plain56")
     m.add_argument("names", nargs="*", help="model names (default: every listed model)")
     m.set_defaults(func=cmd_models)
 
-    r = sub.add_parser("run", help="train the runs of experiment files")
+    r = sub.add_parser("run", help="train the runs of experiment files", formatter_class=fmt,
+                       epilog="examples: python -m resnet_exp run experiments/figure1.yaml --profile quick; "
+                              "... --workers 2 (two runs at once on the CPU); ... --gpus all --runs-per-gpu 4; "
+                              "... --executor ray --ray-address auto")
     r.add_argument("experiments", nargs="+", help="experiment files, e.g. experiments/figure6.yaml")
     r.add_argument("--profile", default=None, help="recipe profile: paper, quick, smoke (default: "
                    "the file's, else paper on CUDA and quick elsewhere)")
@@ -72,32 +85,51 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default=None, help="CIFAR-10 source: a folder or archive "
                    "(default: $RESNET_EXP_DATA, else data/ with torchvision's download)")
     r.add_argument("--results", default="results", help="results folder (default: results/)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if any)")
     r.add_argument("--include-opt-in", action="store_true", help="also run rows marked opt_in")
-    r.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
+    r.add_argument("--executor", default="local", choices=["local", "pool", "ray"],
+                   help="local: one run after another; pool: several processes (--workers / --gpus); "
+                        "ray: Ray tasks on this machine or a cluster")
+    r.add_argument("--workers", type=int, default=1, help="pool on the CPU: runs at a time (threads split)")
+    r.add_argument("--gpus", default=None, help="pool on GPUs: 'all' or indices such as 0,1,3")
+    r.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing each GPU (pool and ray)")
+    r.add_argument("--ray-address", default=None,
+                   help="ray: none starts a local instance; 'auto' or ray://host:port joins a cluster")
+    r.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs each run reserves")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: the CPUs divided by the runs at a time); on the CPU "
+                        "results depend on it, so fix it to compare executors bit for bit")
     r.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="execute the notebooks and write HTML reports")
-    rep.add_argument("--results", default="results")
-    rep.add_argument("--out", default="reports")
-    rep.add_argument("--experiments-dir", default="experiments")
+    rep = sub.add_parser("report", help="execute the notebooks and write HTML reports", formatter_class=fmt,
+                         epilog="example: python -m resnet_exp report --results results-mini --out reports")
+    rep.add_argument("--results", default="results", help="results folder to read")
+    rep.add_argument("--out", default="reports", help="where the HTML reports go")
+    rep.add_argument("--experiments-dir", default="experiments", help="experiment files the reports expect")
     rep.set_defaults(func=cmd_report)
 
-    b = sub.add_parser("bench", help="training images/s: our step vs a textbook loop")
-    b.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110", "plain56"])
-    b.add_argument("--iters", type=int, default=50)
-    b.add_argument("--batch-size", type=int, default=128)
-    b.add_argument("--workers", type=int, default=None, help="textbook DataLoader workers")
-    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b = sub.add_parser("bench", help="training images/s: our step vs a textbook loop", formatter_class=fmt,
+                       epilog="examples: python -m resnet_exp bench --iters 10; "
+                              "python -m resnet_exp bench --models resnet20 --concurrent 1 2")
+    b.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110", "plain56"],
+                   help="networks to time")
+    b.add_argument("--iters", type=int, default=50, help="timed iterations per measurement")
+    b.add_argument("--profile", default="paper", help="recipe (batch size, precision, SGD) from profiles.yaml")
+    b.add_argument("--workers", type=int, default=None, help="textbook DataLoader workers (default: min(8, CPUs))")
+    b.add_argument("--concurrent", type=int, nargs="+", default=None, metavar="K",
+                   help="instead: total images/s of K runs at once on one device, for each K")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     b.add_argument("--data", default=None, help="CIFAR-10 source (default: data/, else synthetic images)")
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")
     b.set_defaults(func=cmd_bench)
 
-    mm = sub.add_parser("make-mini", help="build the bundled mini CIFAR-10 subset from an image-folder archive")
-    mm.add_argument("source")
-    mm.add_argument("--out", default="assets/cifar10-mini-jpeg.tar.gz")
-    mm.add_argument("--train-per-class", type=int, default=1000)
-    mm.add_argument("--test-per-class", type=int, default=200)
+    mm = sub.add_parser("make-mini", help="build the bundled mini CIFAR-10 subset from an image-folder archive",
+                        formatter_class=fmt, epilog="example: python -m resnet_exp make-mini cifar10-jpeg-q75.tar.gz")
+    mm.add_argument("source", help="an image-folder tree or .tar.gz of CIFAR-10")
+    mm.add_argument("--out", default="assets/cifar10-mini-jpeg.tar.gz", help="archive to write")
+    mm.add_argument("--train-per-class", type=int, default=1000, help="training images per class")
+    mm.add_argument("--test-per-class", type=int, default=200, help="test images per class")
     mm.set_defaults(func=cmd_make_mini)
     return p
 
@@ -110,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; finished work is kept and interrupted runs resume from their "
               "last checkpoint on the next invocation", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, OSError) as e:  # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

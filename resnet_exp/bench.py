@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from .loader import TrainBatches, prepare_splits
 from .models import build_model
 from .runner import pick_device
+from .experiments import Recipe, load_profiles
 from .train import device_name, make_optimizer, make_train_step
 
-RECIPE = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
 WARMUP_ITERS = 5
 
 
@@ -66,17 +66,22 @@ class TextbookCifar(torch.utils.data.Dataset):
 
 
 def bench_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, iters: int,
-               batch_size: int) -> float:
+               recipe: Recipe, barrier: Any = None) -> float:
+    """Images/s of our step. ``barrier``: start timing together with other processes."""
     from .data import Cifar10
 
     splits = prepare_splits(Cifar10(x, y, x[:10], y[:10], {}), device)
     torch.manual_seed(0)
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
-    step = make_train_step(model, make_optimizer(model, RECIPE, device))
-    batches = TrainBatches(splits.train_x, splits.train_y, batch_size, augment=True, seed=0)
+    amp = torch.bfloat16 if recipe.precision == "bf16" else None
+    step = make_train_step(model, make_optimizer(model, recipe, device), amp)
+    batches = TrainBatches(splits.train_x, splits.train_y, recipe.batch_size, augment=recipe.augment, seed=0)
+    batch_size = recipe.batch_size
     for _ in range(WARMUP_ITERS):
         step(*batches.next())
     _sync(device)
+    if barrier is not None:
+        barrier.wait()
     t = time.perf_counter()
     for _ in range(iters):
         loss, _ = step(*batches.next())
@@ -85,7 +90,8 @@ def bench_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.
 
 
 def bench_textbook(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, iters: int,
-                   batch_size: int, workers: int) -> float:
+                   recipe: Recipe, workers: int) -> float:
+    batch_size = recipe.batch_size
     import torchvision.transforms as T
 
     mean = (x[:10_000].float() / 255).mean(dim=(0, 2, 3)).tolist()
@@ -96,7 +102,8 @@ def bench_textbook(model_name: str, x: torch.Tensor, y: torch.Tensor, device: to
                                          persistent_workers=workers > 0)
     torch.manual_seed(0)
     model = build_model(model_name).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), **RECIPE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     done, t = 0, None
     while True:
         for xb, yb in loader:
@@ -120,18 +127,21 @@ def _sync(device: torch.device) -> None:
 
 
 def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str | None = None,
-              batch_size: int = 128, workers: int | None = None, data: str | None = None) -> list[dict[str, Any]]:
+              profile: str = "paper", workers: int | None = None, data: str | None = None) -> list[dict[str, Any]]:
     dev = pick_device(device)
+    recipe = load_profiles()[profile]
+    batch_size = recipe.batch_size
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     x, y, source = _images(data)
-    print(f"bench: {iters} timed iterations (after {WARMUP_ITERS} warm-up), batch {batch_size}, fp32, "
+    print(f"bench: {iters} timed iterations (after {WARMUP_ITERS} warm-up), profile {profile} "
+          f"(batch {batch_size}, {recipe.precision}), "
           f"device {device_name(dev)}, textbook DataLoader workers {workers}; images: {source}")
     rows = []
     print(f"| {'model':<10} | {'device':<28} | {'ours img/s':>10} | {'textbook img/s':>14} | {'ratio':>6} |")
     print(f"|{'-' * 12}|{'-' * 30}|{'-' * 12}|{'-' * 16}|{'-' * 8}|")
     for name in models:
-        ours = bench_ours(name, x, y, dev, iters, batch_size)
-        textbook = bench_textbook(name, x, y, dev, iters, batch_size, workers)
+        ours = bench_ours(name, x, y, dev, iters, recipe)
+        textbook = bench_textbook(name, x, y, dev, iters, recipe, workers)
         row = {"model": name, "device": device_name(dev), "ours_images_per_s": round(ours, 1),
                "textbook_images_per_s": round(textbook, 1), "ratio": round(ours / textbook, 2)}
         rows.append(row)
@@ -141,7 +151,59 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
     from .fileio import atomic_write_json
     from .train import git_commit
 
-    atomic_write_json(out_path, {"iters": iters, "batch_size": batch_size, "workers": workers, "images": source,
+    atomic_write_json(out_path, {"iters": iters, "profile": profile, "batch_size": batch_size, "workers": workers, "images": source,
+                                 "torch": torch.__version__, "git_commit": git_commit(),
+                                 "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
+    print(f"wrote {out_path}")
+    return rows
+
+
+# --------------------------------------------------------------------------- concurrency
+def _concurrent_worker(model: str, device: str, iters: int, profile: str, threads: int, barrier: Any,
+                       results: Any) -> None:
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (10_000, 3, 32, 32), dtype=torch.uint8, generator=g)
+    results.put(bench_ours(model, x, torch.arange(10_000) % 10, torch.device(device), iters,
+                           load_profiles()[profile], barrier))
+
+
+def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, device: str = "auto",
+                         profile: str = "paper", out: str | None = None) -> list[dict[str, Any]]:
+    """Total training images/s of K runs at once on one device (K processes, as the pool
+    executor runs them; on the CPU the threads are split between them)."""
+    import multiprocessing
+
+    dev = pick_device(device)
+    mp = multiprocessing.get_context("spawn")
+    cpus = os.cpu_count() or 1
+    print(f"bench --concurrent: {iters} timed iterations per run, profile {profile}, device {device_name(dev)}")
+    print(f"| {'model':<10} | {'K':>3} | {'threads/run':>11} | {'total img/s':>11} | {'per run':>8} | {'vs K=1':>6} |")
+    print(f"|{'-' * 12}|{'-' * 5}|{'-' * 13}|{'-' * 13}|{'-' * 10}|{'-' * 8}|")
+    rows: list[dict[str, Any]] = []
+    for name in models:
+        base = None
+        for k in ks:
+            threads = max(1, cpus // k) if dev.type == "cpu" else 1
+            barrier, results = mp.Barrier(k), mp.Queue()
+            procs = [mp.Process(target=_concurrent_worker, args=(name, dev.type, iters, profile, threads, barrier,
+                                                                 results)) for _ in range(k)]
+            for p in procs:
+                p.start()
+            rates = [results.get() for _ in procs]
+            for p in procs:
+                p.join()
+            total = sum(rates)
+            base = base or total
+            rows.append({"model": name, "k": k, "threads_per_run": threads, "total_images_per_s": round(total, 1),
+                         "per_run_images_per_s": round(total / k, 1), "speedup_vs_k1": round(total / base, 2)})
+            print(f"| {name:<10} | {k:>3} | {threads:>11} | {total:>11.0f} | {total / k:>8.0f} | "
+                  f"{total / base:>6.2f} |", flush=True)
+    out_path = Path(out) if out else Path("benchmarks/results") / f"concurrent-{dev.type}.json"
+    from .fileio import atomic_write_json
+    from .train import git_commit
+
+    atomic_write_json(out_path, {"iters": iters, "profile": profile, "device": device_name(dev),
                                  "torch": torch.__version__, "git_commit": git_commit(),
                                  "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
     print(f"wrote {out_path}")

@@ -16,6 +16,7 @@ source's sha256, so decoding happens once. Every dataset carries a provenance di
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -65,8 +66,11 @@ class Cifar10:
 
 # --------------------------------------------------------------------------- entry point
 def load_cifar10(data: str | os.PathLike | None = None, data_dir: str | os.PathLike = "data",
-                 download: bool = True, verbose: bool = True) -> Cifar10:
-    """Load CIFAR-10 (see the module docstring for where from). Raises DatasetError."""
+                 download: bool = True, verbose: bool = True, write: bool = True) -> Cifar10:
+    """Load CIFAR-10 (see the module docstring for where from). Raises DatasetError.
+
+    ``write=False`` (a dry run) writes nothing: no cache, no sha256 index, no download."""
+    download = download and write
     data = data if data is not None else os.environ.get("RESNET_EXP_DATA") or None
     data_dir = Path(data_dir)
     tried: list[str] = []
@@ -75,12 +79,12 @@ def load_cifar10(data: str | os.PathLike | None = None, data_dir: str | os.PathL
         path = Path(data).expanduser()
         if not path.exists():
             raise DatasetError(f"--data {path}: no such file or folder")
-        return _load_source(path, data_dir, verbose)
+        return _load_source(path, data_dir, verbose, write)
 
     for candidate in (data_dir / TORCHVISION_DIR, data_dir / TORCHVISION_TAR):
         tried.append(str(candidate))
         if candidate.exists():
-            return _load_source(candidate.parent if candidate.is_dir() else candidate, data_dir, verbose)
+            return _load_source(candidate.parent if candidate.is_dir() else candidate, data_dir, verbose, write)
 
     # A cache of the real dataset whose torchvision files were since deleted. Caches of
     # explicit --data sources (a JPEG mirror, the mini subset) are used only when that
@@ -118,9 +122,9 @@ def _say(verbose: bool, msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- sources
-def _load_source(path: Path, data_dir: Path, verbose: bool) -> Cifar10:
+def _load_source(path: Path, data_dir: Path, verbose: bool, write: bool = True) -> Cifar10:
     kind = _source_kind(path)
-    sha = source_sha256(path, kind, data_dir / "cache")
+    sha = source_sha256(path, kind, data_dir / "cache", write)
     cache = data_dir / "cache" / f"cifar10-{sha[:16]}.pt"
     if cache.exists():
         loaded = _read_cache(cache)
@@ -132,7 +136,8 @@ def _load_source(path: Path, data_dir: Path, verbose: bool) -> Cifar10:
               "image-folder": _read_image_folder, "image-folder-tar": _read_image_tar}[kind]
     splits, lossy = reader(path)
     ds = _assemble(splits, _provenance(kind, path, sha, splits, lossy))
-    _write_cache(cache, ds)
+    if write:
+        _write_cache(cache, ds)
     return ds
 
 
@@ -159,7 +164,7 @@ def _source_kind(path: Path) -> str:
     return "image-folder-tar"
 
 
-def source_sha256(path: Path, kind: str, cache_dir: Path) -> str:
+def source_sha256(path: Path, kind: str, cache_dir: Path, write: bool = True) -> str:
     """sha256 of an archive's bytes, or of a folder's (relative path, bytes) list.
 
     Hashes are remembered in ``cache_dir/sources.json`` by a cheap signature (sizes and
@@ -185,7 +190,8 @@ def source_sha256(path: Path, kind: str, cache_dir: Path) -> str:
             h.update(str(f.relative_to(path)).encode() + b"\0" + _sha256_file(f).encode())
         sha = h.hexdigest()
     index[key] = {"signature": signature, "sha256": sha}
-    atomic_write_bytes(index_path, json.dumps(index, indent=1).encode())
+    if write:
+        atomic_write_bytes(index_path, json.dumps(index, indent=1).encode())
     return sha
 
 
@@ -379,7 +385,9 @@ def make_mini_subset(source: str | os.PathLike, out: str | os.PathLike, train_pe
         if m and name.lower().endswith(IMAGE_EXTENSIONS):
             by_class.setdefault((m.group(1), m.group(2)), []).append((f"{m.group(1)}/{m.group(2)}/{m.group(3)}", data))
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
+    # mtime=0 in the gzip header too (it defaults to now): the same input gives the same bytes
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for (split, cls), items in sorted(by_class.items()):
             items.sort()
             k = train_per_class if split == "train" else test_per_class

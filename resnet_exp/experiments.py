@@ -12,21 +12,23 @@ An experiment file (``experiments/*.yaml``)::
         name: resnet56-B  # optional; default is derived from the model and shortcut
         lr: 0.05          # any recipe field (profiles.yaml) may be overridden
 
-A ``seeds: [1, 2, 3]`` row expands into one run per seed. Every mistake (unknown key,
-unknown model, bad value) is reported before any training starts, naming the file, the
-row and the key.
+A ``seeds: [1, 2, 3]`` row expands into one run per seed. Rows and recipes are declared
+pydantic models (``Row``, ``Recipe``): every mistake (unknown key, unknown model, bad
+value) is reported before any training starts, naming the file, the row and the key.
+The recipe values live in ``profiles.yaml`` only; this module declares their types and
+bounds, never their values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .models import parse_model_name, resolve_shortcut
 
@@ -36,111 +38,182 @@ PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 # not silently reused as if they came from the new code.
 RECIPE_VERSION = 1
 
+N_CLASSES = 10
+MAX_SEED = 2**32 - 1  # numpy's and most tools' seed range; torch's is larger
 
-# --------------------------------------------------------------------------- field checks
-def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-            integer: bool = False, nullable: bool = False) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        if v is None:
-            return None if nullable else "must not be empty"
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            return f"must be {'an integer' if integer else 'a number'}, got {v!r}"
-        if not math.isfinite(v):
-            return f"must be finite, got {v!r}"
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return f"must be {'>' if lo_open else '>='} {lo}, got {v!r}"
-        if hi is not None and v > hi:
-            return f"must be <= {hi}, got {v!r}"
-        return None
-    return check
-
-
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
-
-
-def _choice(*options: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in options else f"must be one of {', '.join(options)}, got {v!r}"
-
-
-def _int_list(v: Any) -> str | None:
-    if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v):
-        return f"must be a list of positive integers, got {v!r}"
-    if v != sorted(set(v)):
-        return f"must be increasing, got {v!r}"
-    return None
-
-
-# name -> (check, meaning). The values live in profiles.yaml, never here.
-RECIPE_FIELDS: dict[str, tuple[Callable[[Any], str | None], str]] = {
-    "lr": (_number(0, lo_open=True), "initial learning rate"),
-    "momentum": (_number(0, 1), "SGD momentum"),
-    "weight_decay": (_number(0), "L2 weight decay (on every parameter, as the original code)"),
-    "nesterov": (_bool, "Nesterov momentum"),
-    "batch_size": (_number(1, integer=True), "mini-batch size"),
-    "iterations": (_number(1, integer=True), "training iterations"),
-    "milestones": (_int_list, "iterations at which the lr is multiplied by lr_decay"),
-    "lr_decay": (_number(0, 1, lo_open=True), "lr multiplier at each milestone"),
-    "warmup_lr": (_number(0, lo_open=True, nullable=True), "warm-up lr (null: no warm-up)"),
-    "warmup_until_train_error": (_number(0, 100), "leave warm-up once training error (%) is below this"),
-    "warmup_min_depth": (_number(0, integer=True), "warm up only nets at least this deep"),
-    "warmup_check_every": (_number(1, integer=True), "iterations between warm-up checks"),
-    "augment": (_bool, "pad-4 random crop + horizontal flip"),
-    "val_split": (_number(0, integer=True), "hold out this many training images (e.g. 5000) as val"),
-    "train_per_class": (_number(1, integer=True, nullable=True), "use only this many training images per class"),
-    "test_per_class": (_number(1, integer=True, nullable=True), "use only this many test images per class"),
-    "precision": (_choice("fp32", "bf16"), "fp32, or bf16 autocast (GPU speed-up)"),
-    "eval_every": (_number(1, integer=True), "iterations between log lines (test evaluations)"),
-    "checkpoint_every_s": (_number(0), "seconds of training between checkpoints"),
-}
-# Fields that cannot change a run's results, so they are left out of its identity.
-NOT_IDENTITY = {"checkpoint_every_s"}
-
-ROW_KEYS: dict[str, str] = {
-    "model": "network name (python -m resnet_exp models)",
-    "shortcut": "A, B or C (residual nets only)",
-    "name": "run name (default: model, plus -<shortcut> when not the default)",
-    "seed": "random seed (default 1)",
-    "seeds": "list of seeds: one run per seed",
-    "group": "what the row varies, for the ablation report",
-    "opt_in": "run only when named with --only or with --include-opt-in",
-    "note": "free text shown in reports",
-    "baseline": "experiment/name of the run the ablations report draws beside this one",
-    "zero_init_residual": "start every residual branch at zero",
-}
-FILE_KEYS = {"description", "defaults", "rows"}
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 
 
 class ExperimentError(ValueError):
-    """A malformed experiment file or row."""
+    """A malformed experiment file, row or profile."""
 
 
-@dataclass(frozen=True)
+# --------------------------------------------------------------------------- recipe
+class Recipe(BaseModel):
+    """One training recipe: a profile of ``profiles.yaml``, with a row's overrides."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    lr: float = Field(gt=0, allow_inf_nan=False, description="initial learning rate")
+    momentum: float = Field(ge=0, le=1, description="SGD momentum")
+    weight_decay: float = Field(ge=0, allow_inf_nan=False,
+                                description="L2 weight decay (on every parameter, as the original code)")
+    nesterov: bool = Field(description="Nesterov momentum")
+    batch_size: int = Field(ge=1, description="mini-batch size")
+    iterations: int = Field(ge=1, description="training iterations")
+    milestones: Annotated[tuple[PositiveInt, ...], Field(strict=False)] = Field(
+        description="iterations at which the lr is multiplied by lr_decay")
+    lr_decay: float = Field(gt=0, le=1, description="lr multiplier at each milestone")
+    warmup_lr: float | None = Field(gt=0, allow_inf_nan=False, description="warm-up lr (null: no warm-up)")
+    warmup_until_train_error: float = Field(ge=0, le=100,
+                                            description="leave warm-up once training error (%) is below this")
+    warmup_min_depth: int = Field(ge=0, description="warm up only nets at least this deep")
+    warmup_check_every: int = Field(ge=1, description="iterations between warm-up checks")
+    augment: bool = Field(description="pad-4 random crop + horizontal flip")
+    val_split: int = Field(ge=0, description="hold out this many training images (e.g. 5000) as val, "
+                                             "a multiple of 10 (balanced per class)")
+    train_per_class: int | None = Field(ge=1, description="use only this many training images per class")
+    test_per_class: int | None = Field(ge=1, description="use only this many test images per class")
+    precision: Literal["fp32", "bf16"] = Field(description="fp32, or bf16 autocast (GPU speed-up)")
+    eval_every: int = Field(ge=1, description="iterations between log lines (test evaluations)")
+    checkpoint_every_s: float = Field(ge=0, description="seconds of training between checkpoints")
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if list(v) != sorted(set(v)):
+            raise ValueError("must be increasing")
+        return v
+
+    @field_validator("val_split")
+    @classmethod
+    def _balanced(cls, v: int) -> int:
+        if v % N_CLASSES:
+            raise ValueError(f"must be a multiple of {N_CLASSES} (the same number held out per class)")
+        return v
+
+    @model_validator(mode="after")
+    def _milestones_below_iterations(self) -> "Recipe":
+        if any(m >= self.iterations for m in self.milestones):
+            raise ValueError(f"key 'milestones' {list(self.milestones)} must lie below iterations "
+                             f"({self.iterations})")
+        return self
+
+    def identity_fields(self) -> dict[str, Any]:
+        """Every field that can change a run's results (``checkpoint_every_s`` cannot)."""
+        d = self.model_dump(exclude=NOT_IDENTITY)
+        d["milestones"] = list(d["milestones"])
+        return d
+
+
+NOT_IDENTITY = {"checkpoint_every_s"}
+RECIPE_FIELDS = tuple(Recipe.model_fields)
+
+
+# --------------------------------------------------------------------------- row
+class Row(BaseModel):
+    """The keys of an experiment row that are not recipe fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(description="network name (python -m resnet_exp models)")
+    shortcut: Literal["A", "B", "C"] | None = Field(None, description="A, B or C (residual nets only)")
+    name: str | None = Field(None, pattern=r"^[^/\\\s]+$",
+                             description="run name (default: model, plus -<shortcut> when not the default)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="random seed (default 1)")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
+        None, min_length=1, description="list of seeds: one run per seed")
+    group: str | None = Field(None, description="what the row varies, for the ablation report")
+    opt_in: bool = Field(False, description="run only when named with --only or with --include-opt-in")
+    note: str | None = Field(None, description="free text shown in reports")
+    baseline: str | None = Field(None, pattern=r"^[^/]+/[^/]+$",
+                                 description="experiment/name of the run the ablations report draws beside this one")
+    zero_init_residual: bool = Field(False, description="start every residual branch at zero")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        parse_model_name(v)  # ValueError with the valid choices
+        return v
+
+    @model_validator(mode="after")
+    def _one_seed_key(self) -> "Row":
+        if self.seed is not None and self.seeds is not None:
+            raise ValueError("give 'seed' or 'seeds', not both")
+        return self
+
+
+ROW_KEYS = tuple(Row.model_fields)
+FILE_KEYS = ("description", "defaults", "rows")
+
+
+# --------------------------------------------------------------------------- errors
+_MESSAGES = {
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
+    "int_type": "must be an integer", "int_from_float": "must be an integer", "int_parsing": "must be an integer",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "literal_error": "must be one of {expected}", "finite_number": "must be finite",
+    "string_type": "must be a string", "list_type": "must be a list", "tuple_type": "must be a list",
+    "too_short": "must not be empty",
+    "string_pattern_mismatch": "must be a non-empty string without spaces or slashes",
+}
+
+
+def explain(error: ValidationError, where: str) -> ExperimentError:
+    """A pydantic error as one line naming the file, row and key, and what is valid."""
+    lines = []
+    for err in error.errors():
+        key = str(err["loc"][0]) if err["loc"] else None
+        kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+        if kind == "missing":
+            lines.append(f"missing key {key!r}")
+            continue
+        if kind == "value_error":  # our validators' words: "must ..." reads on from the key
+            text = str(ctx.get("error", err["msg"]))
+            text = f"{text}, got {got!r}" if text.startswith("must") else f": {text}"
+        else:
+            text = _MESSAGES.get(kind, err["msg"]).format(**ctx)
+            if key == "baseline" and kind == "string_pattern_mismatch":
+                text = "must look like experiment/name, e.g. figure6/resnet56"
+            text += f", got {got!r}"
+        lines.append(f"key {key!r}{'' if text.startswith(':') else ' '}{text}" if key and not text.startswith("key ")
+                     else text.lstrip(": "))
+    return ExperimentError(f"{where}: " + "; ".join(lines))
+
+
+# --------------------------------------------------------------------------- runs
+@dataclass(frozen=True, eq=False)
 class RunSpec:
     experiment: str
     name: str
     model: str
     shortcut: str | None
     seed: int
-    recipe: dict[str, Any]
+    recipe: Recipe
     profile: str
     group: str | None = None
     opt_in: bool = False
     note: str | None = None
     baseline: str | None = None
     zero_init_residual: bool = False
-    source: str = field(default="", compare=False)  # "file.yaml row 3", for messages
+    source: str = field(default="")  # "file.yaml row 3", for messages
 
     @property
     def depth(self) -> int:
         return parse_model_name(self.model)[1]
 
+    @property
+    def label(self) -> str:
+        """``experiment/name-s<seed>``: how messages name this run."""
+        return f"{self.experiment}/{self.name}-s{self.seed}"
+
     def identity(self, dataset_sha256: str) -> str:
         """A hash of everything that determines the run's results."""
         key = {"model": self.model, "shortcut": self.shortcut, "seed": self.seed,
                "zero_init_residual": self.zero_init_residual, "dataset": dataset_sha256,
-               "recipe_version": RECIPE_VERSION,
-               "recipe": {k: v for k, v in sorted(self.recipe.items()) if k not in NOT_IDENTITY}}
+               "recipe_version": RECIPE_VERSION, "recipe": self.recipe.identity_fields()}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def run_dir_name(self, dataset_sha256: str) -> str:
@@ -150,21 +223,20 @@ class RunSpec:
         """The resolved configuration, as recorded in meta.json."""
         return {"experiment": self.experiment, "name": self.name, "model": self.model,
                 "shortcut": self.shortcut, "seed": self.seed, "profile": self.profile,
-                "group": self.group, "note": self.note, "baseline": self.baseline, "zero_init_residual": self.zero_init_residual,
-                "recipe_version": RECIPE_VERSION, "recipe": dict(self.recipe)}
+                "group": self.group, "note": self.note, "baseline": self.baseline,
+                "zero_init_residual": self.zero_init_residual, "recipe_version": RECIPE_VERSION,
+                "recipe": self.recipe.model_dump(mode="json")}
 
 
-def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
+def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Recipe]:
     profiles = yaml.safe_load(path.read_text())
-    for name, recipe in profiles.items():
-        missing, extra = set(RECIPE_FIELDS) - set(recipe), set(recipe) - set(RECIPE_FIELDS)
-        if missing or extra:
-            raise ExperimentError(f"{path}: profile {name!r}: missing fields {sorted(missing)}, "
-                                  f"unknown fields {sorted(extra)}")
-        for key, value in recipe.items():
-            if (err := RECIPE_FIELDS[key][0](value)) is not None:
-                raise ExperimentError(f"{path}: profile {name!r}: {key} {err}")
-    return profiles
+    out = {}
+    for name, values in profiles.items():
+        try:
+            out[name] = Recipe.model_validate(values)
+        except ValidationError as e:
+            raise explain(e, f"{path}: profile {name!r}") from None
+    return out
 
 
 def load_experiment(path: str | Path, profile: str) -> list[RunSpec]:
@@ -181,8 +253,8 @@ def load_experiment(path: str | Path, profile: str) -> list[RunSpec]:
         raise ExperimentError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not doc["rows"]:
         raise ExperimentError(f"{path}: expected a mapping with a non-empty list under 'rows'")
-    if unknown := set(doc) - FILE_KEYS:
-        raise ExperimentError(f"{path}: unknown top-level key(s) {sorted(unknown)}; valid: {sorted(FILE_KEYS)}")
+    if unknown := set(doc) - set(FILE_KEYS):
+        raise ExperimentError(f"{path}: unknown top-level key(s) {sorted(unknown)}; valid: {list(FILE_KEYS)}")
     defaults = doc.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ExperimentError(f"{path}: 'defaults' must be a mapping of row keys")
@@ -193,7 +265,8 @@ def load_experiment(path: str | Path, profile: str) -> list[RunSpec]:
         where = f"{path}: row {i}"
         if not isinstance(row, dict):
             raise ExperimentError(f"{where}: expected a mapping like {{model: resnet20}}, got {row!r}")
-        where += f" ({row.get('name') or row.get('model')})" if row.get("name") or row.get("model") else ""
+        if label := row.get("name") or row.get("model"):
+            where += f" ({label})"
         specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where))
 
     seen: dict[tuple[str, int], str] = {}
@@ -209,52 +282,23 @@ def _check_keys(row: dict[str, Any], where: str) -> None:
     for key in row:
         if key not in ROW_KEYS and key not in RECIPE_FIELDS:
             raise ExperimentError(f"{where}: unknown key {key!r}; valid keys: "
-                                  f"{', '.join(list(ROW_KEYS) + list(RECIPE_FIELDS))}")
+                                  f"{', '.join(ROW_KEYS + RECIPE_FIELDS)}")
 
 
-def _expand_row(row: dict[str, Any], base: dict[str, Any], profile: str, experiment: str,
-                where: str) -> list[RunSpec]:
+def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str, where: str) -> list[RunSpec]:
     _check_keys(row, where)
-    if "model" not in row:
-        raise ExperimentError(f"{where}: missing key 'model'")
     try:
-        family, _ = parse_model_name(row["model"])
-        shortcut = resolve_shortcut(family, row.get("shortcut"))
+        r = Row.model_validate({k: v for k, v in row.items() if k in ROW_KEYS})
+        recipe = Recipe.model_validate({**base.model_dump(), **{k: v for k, v in row.items() if k in RECIPE_FIELDS}})
+    except ValidationError as e:
+        raise explain(e, where) from None
+    family, _ = parse_model_name(r.model)
+    try:
+        shortcut = resolve_shortcut(family, r.shortcut)
     except ValueError as e:
-        key = "shortcut" if "shortcut" in str(e) else "model"
-        raise ExperimentError(f"{where}: key {key!r}: {e}") from e
-
-    recipe = dict(base)
-    for key in RECIPE_FIELDS:
-        if key in row:
-            if (err := RECIPE_FIELDS[key][0](row[key])) is not None:
-                raise ExperimentError(f"{where}: key {key!r} {err}")
-            recipe[key] = row[key]
-    if any(m >= recipe["iterations"] for m in recipe["milestones"]):
-        raise ExperimentError(f"{where}: key 'milestones' {recipe['milestones']} must lie below "
-                              f"iterations ({recipe['iterations']})")
-    for key in ("name", "group", "note", "baseline"):
-        if key in row and not isinstance(row[key], str):
-            raise ExperimentError(f"{where}: key {key!r} must be a string, got {row[key]!r}")
-    if "baseline" in row and row["baseline"].count("/") != 1:
-        raise ExperimentError(f"{where}: key 'baseline' must look like experiment/name, e.g. figure6/resnet56")
-    for key in ("opt_in", "zero_init_residual"):
-        if key in row and (err := _bool(row[key])) is not None:
-            raise ExperimentError(f"{where}: key {key!r} {err}")
-
-    if "seed" in row and "seeds" in row:
-        raise ExperimentError(f"{where}: give 'seed' or 'seeds', not both")
-    seeds = row.get("seeds", [row.get("seed", 1)])
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ExperimentError(f"{where}: key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
-
-    name = row.get("name")
-    if name is None:
-        name = row["model"] + (f"-{shortcut}" if shortcut != family.default_shortcut else "")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise ExperimentError(f"{where}: key 'name' must be a non-empty string without spaces or slashes")
-    return [RunSpec(experiment=experiment, name=name, model=row["model"], shortcut=shortcut, seed=seed,
-                    recipe=recipe, profile=profile, group=row.get("group"), opt_in=row.get("opt_in", False),
-                    note=row.get("note"), baseline=row.get("baseline"), zero_init_residual=row.get("zero_init_residual", False),
-                    source=where) for seed in seeds]
+        raise ExperimentError(f"{where}: key 'shortcut': {e}") from None
+    name = r.name or r.model + (f"-{shortcut}" if shortcut != family.default_shortcut else "")
+    seeds = r.seeds or [r.seed if r.seed is not None else 1]
+    return [RunSpec(experiment=experiment, name=name, model=r.model, shortcut=shortcut, seed=seed, recipe=recipe,
+                    profile=profile, group=r.group, opt_in=r.opt_in, note=r.note, baseline=r.baseline,
+                    zero_init_residual=r.zero_init_residual, source=where) for seed in seeds]

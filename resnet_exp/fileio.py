@@ -1,8 +1,7 @@
-"""Atomic writes and run locks: a crash or kill -9 never leaves a half-written file."""
+"""Atomic writes: a crash or kill -9 never leaves a half-written file (locks: rundir.py)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
@@ -60,35 +59,3 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-
-
-class RunLock:
-    """An exclusive, non-blocking lock on a run folder (flock: released by the kernel
-    when the process dies, so a kill -9 never leaves a stale lock)."""
-
-    def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.path = Path(run_dir) / ".lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()

@@ -14,6 +14,7 @@ import seaborn as sns
 
 from .paper import DEPTH_COLORS
 from .results import Results, depth_summary
+from .rundir import RunStatus
 
 sns.set_theme(style="whitegrid", context="notebook")
 _FALLBACK = sns.color_palette("tab10")
@@ -26,7 +27,7 @@ def color_for(depth: int, i: int = 0) -> str:
 def label_for(run: pd.Series) -> str:
     family = {"plain": "plain", "resnet": "ResNet", "preresnet": "pre-act ResNet"}.get(run["family"], run["family"])
     text = run["name"] if run["name"] != run["model"] else f"{family}-{run['depth']}"
-    if run["status"] != "finished":
+    if run["status"] != RunStatus.FINISHED:
         text += f" ({run['status']}, {run['iteration']}/{run['iterations']} it)"
     return text
 
@@ -49,7 +50,7 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
             for curve in curves:
                 ax.plot(log["iteration"] / 1e4, log[f"{curve}_error"], color=color, **styles[curve],
                         label=label_for(run) if (curve == curves[-1] and j == 0) else None)
-            if run["status"] != "finished" and len(log):  # mark where an unfinished run stops
+            if run["status"] != RunStatus.FINISHED and len(log):  # mark where an unfinished run stops
                 ax.plot(log["iteration"].iloc[-1] / 1e4, log["test_error"].iloc[-1], "x", color=color, ms=10, mew=2)
     ax.set_xlabel("iter. (1e4)")
     ax.set_ylabel("error (%)")

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from .experiments import ExperimentError, load_experiment
-from .fileio import read_json
 from .models import parse_model_name
+from .rundir import RunDir, RunStatus
 from .paper import PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_NOTES, TABLE6_TEST_ERROR
 
 
@@ -45,18 +45,17 @@ RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcu
 def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> Results:
     results_dir = Path(results_dir)
     runs, logs = [], []
-    for meta_path in sorted(results_dir.glob("*/*/meta.json")):
-        meta = read_json(meta_path)
+    for run in RunDir.all_in(results_dir):
+        meta = run.read_meta()
         if not meta or "config" not in meta:
             continue
-        run_dir = meta_path.parent
         cfg, recipe = meta["config"], meta["config"].get("recipe", {})
-        log = _read_log(run_dir / "log.csv")
+        log = _read_log(run.log_path)
         family, depth = parse_model_name(cfg["model"])
         last = log.iloc[-1] if len(log) else None
-        key = f"{run_dir.parent.name}/{run_dir.name}"
+        key = run.key
         runs.append({
-            "run": key, "experiment": run_dir.parent.name, "name": cfg["name"], "model": cfg["model"],
+            "run": key, "experiment": run.experiment, "name": cfg["name"], "model": cfg["model"],
             "family": family.prefix, "depth": depth, "shortcut": cfg.get("shortcut"), "seed": cfg["seed"],
             "group": cfg.get("group"), "note": cfg.get("note"), "baseline": cfg.get("baseline"),
             "status": meta.get("status", "unknown"),
@@ -111,7 +110,7 @@ def missing_and_unfinished(res: Results, experiment_file: str | Path) -> tuple[l
     have = {(r.name, r.seed) for r in runs.itertuples()}
     missing = [f"{name}/{n} (seed {s})" for n, s in expected_rows(experiment_file, profile) if (n, s) not in have]
     unfinished = [f"{r.experiment}/{r.name} (seed {r.seed}): {r.status}, {r.iteration}/{r.iterations} iterations"
-                  for r in runs.itertuples() if r.status != "finished"]
+                  for r in runs.itertuples() if r.status != RunStatus.FINISHED.value]
     return missing, unfinished
 
 
@@ -128,7 +127,7 @@ def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
         "test_mean": g["final_test_error"].mean(), "test_std": g["final_test_error"].std(),
         "test_best": g["final_test_error"].min(), "train_mean": g["final_train_error"].mean(),
         "train_std": g["final_train_error"].std(),
-        "status": g["status"].agg(lambda s: "finished" if (s == "finished").all() else ", ".join(sorted(set(s)))),
+        "status": g["status"].agg(lambda s: RunStatus.FINISHED.value if (s == RunStatus.FINISHED).all() else ", ".join(sorted(set(s)))),
     }).reset_index()
     return out
 
@@ -218,7 +217,7 @@ def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
         return f"{shallow} or {deep} has no run yet, so there is nothing to compare."
     a, b = t.loc[shallow], t.loc[deep]
     word = lambda deeper, shallower: "higher" if deeper > shallower else "lower"  # noqa: E731
-    unfinished = "" if (a.status == b.status == "finished") else " Some of these runs are unfinished."
+    unfinished = "" if (a.status == b.status == RunStatus.FINISHED) else " Some of these runs are unfinished."
     return (f"{deep}: {b.train_mean:.2f} % training / {b.test_mean:.2f} % test error; "
             f"{shallow}: {a.train_mean:.2f} % / {a.test_mean:.2f} %. The deeper net has the "
             f"{word(b.train_mean, a.train_mean)} training error and the {word(b.test_mean, a.test_mean)} "

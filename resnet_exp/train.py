@@ -1,20 +1,17 @@
 """One training run, top to bottom: build, (resume), step, evaluate, log, checkpoint.
 
-Files in the run folder:
-    log.csv        one line per evaluation (rewritten atomically at each line)
-    meta.json      resolved config, provenance, versions, status, wall time
-    checkpoint.pt  model + optimizer + data-stream state at the last checkpointed line
-    model.pt       final weights (state_dict)
+The run's files are those of ``rundir.RunDir``. The hot loop never synchronises with the
+host: training loss and error accumulate in device tensors and are read only at
+evaluation time (and every ``warmup_check_every`` iterations during warm-up).
 
-The hot loop never synchronises with the host: training loss and error accumulate in
-device tensors and are read only at evaluation time.
+Stopping: Ctrl-C, SIGTERM (e.g. ``timeout``) or the driver's stop file end the loop at
+the next iteration with a checkpoint that holds the partial interval's running sums, so
+the resumed log is identical to an uninterrupted one. A second signal stops at once.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import math
 import os
 import platform
@@ -29,33 +26,47 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .experiments import RunSpec
-from .fileio import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from .experiments import Recipe, RunSpec
+from .fileio import atomic_torch_save
 from .loader import DeviceSplits, TrainBatches, evaluate
 from .models import build_model
+from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus
 
-LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
-               "elapsed_s", "images_per_s"]
-VAL_COLUMNS = ["val_loss", "val_error"]
-TIMING_COLUMNS = {"elapsed_s", "images_per_s"}  # the only columns that differ between identical runs
+STOP_FILE_POLL_S = 1.0  # how often the loop looks for the driver's stop file
 
 
-class GracefulStop:
-    """Ctrl-C or SIGTERM (e.g. `timeout`) asks the loop to stop at the next log line,
-    after a checkpoint, so no work is lost; a second one stops at once."""
+class RunInterrupted(Exception):
+    """The run stopped on request after writing a checkpoint; the next invocation resumes it."""
 
-    def __init__(self) -> None:
-        self.requested = False
+
+class StopRequest:
+    """Has anyone asked this run to stop? Ctrl-C or SIGTERM in this process (main thread
+    only: Python delivers signals there), or ``stop_file`` appearing (how a driver stops
+    workers in other processes or on other machines). A second signal stops at once."""
+
+    def __init__(self, stop_file: str | os.PathLike | None = None) -> None:
+        self.stop_file = Path(stop_file) if stop_file else None
+        self._requested = False
+        self._next_poll = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self._requested:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\nstop requested: checkpointing at the next log line (again to stop at once, "
-              "losing the work since the last checkpoint)", flush=True)
+        self._requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping at the next iteration with a checkpoint "
+              "(again to stop at once, losing the work since the last checkpoint)", flush=True)
 
-    def __enter__(self) -> "GracefulStop":
+    @property
+    def requested(self) -> bool:
+        if not self._requested and self.stop_file is not None:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + STOP_FILE_POLL_S
+                self._requested = self.stop_file.exists()
+        return self._requested
+
+    def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -66,11 +77,11 @@ class GracefulStop:
             signal.signal(sig, handler)
 
 
-def lr_at(iteration: int, recipe: dict[str, Any], warming_up: bool) -> float:
+def lr_at(iteration: int, recipe: Recipe, warming_up: bool) -> float:
     """The paper's step schedule: lr, times lr_decay at each milestone passed."""
     if warming_up:
-        return recipe["warmup_lr"]
-    lr = recipe["lr"] * recipe["lr_decay"] ** sum(iteration >= m for m in recipe["milestones"])
+        return recipe.warmup_lr
+    lr = recipe.lr * recipe.lr_decay ** sum(iteration >= m for m in recipe.milestones)
     return float(f"{lr:.8g}")  # 0.1 * 0.1 is 0.010000000000000002 in binary; log 0.01
 
 
@@ -93,67 +104,97 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return step
 
 
-def make_optimizer(model: torch.nn.Module, recipe: dict[str, Any], device: torch.device) -> torch.optim.SGD:
+def make_optimizer(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.SGD:
     """The paper's SGD; the multi-tensor (foreach) kernels on CUDA."""
-    return torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                           weight_decay=recipe["weight_decay"], nesterov=recipe["nesterov"],
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
                            foreach=device.type == "cuda" or None)
 
 
-def train_run(spec: RunSpec, splits: DeviceSplits, run_dir: Path, device: torch.device,
-              dataset: dict[str, Any], identity: str, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) one run to the end; returns its meta.json content."""
-    r = spec.recipe
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path, meta_path = run_dir / "checkpoint.pt", run_dir / "log.csv", run_dir / "meta.json"
-
+def build_for(spec: RunSpec, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(spec.seed)  # model init; the data stream has its own generator
     model = build_model(spec.model, shortcut=spec.shortcut, zero_init_residual=spec.zero_init_residual)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's tensors and plain values, never arbitrary pickled objects
+    (``weights_only``). Loaded on the CPU: the data stream's generator state must be a
+    CPU tensor whatever the training device."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.device,
+              dataset: dict[str, Any], identity: str, progress: bool = True,
+              stop_file: str | os.PathLike | None = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) one run to the end; returns its meta.json content.
+
+    Raises RunInterrupted after checkpointing when asked to stop."""
+    r = spec.recipe
+    run.path.mkdir(parents=True, exist_ok=True)
+    model = build_for(spec, device)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = make_optimizer(model, r, device)
-    batches = TrainBatches(splits.train_x, splits.train_y, r["batch_size"], r["augment"], seed=spec.seed)
-    amp = torch.bfloat16 if r["precision"] == "bf16" else None
+    batches = TrainBatches(splits.train_x, splits.train_y, r.batch_size, r.augment, seed=spec.seed)
+    amp = torch.bfloat16 if r.precision == "bf16" else None
     step = make_train_step(model, optimizer, amp)
     columns = LOG_COLUMNS + (VAL_COLUMNS if splits.val_x is not None else [])
+    zero = lambda dtype=torch.float32: torch.zeros((), device=device, dtype=dtype)  # noqa: E731
 
-    # ---- resume
+    # ---- state, fresh or from the checkpoint
     start, elapsed, rows = 0, 0.0, []
-    warming_up = r["warmup_lr"] is not None and spec.depth >= r["warmup_min_depth"]
+    warming_up = r.warmup_lr is not None and spec.depth >= r.warmup_min_depth
     warmup_end: int | None = None
-    warm_window = (0, 0)  # (wrong, seen) since the last warm-up check
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    loss_sum, wrong, seen = zero(), zero(torch.long), 0        # since the last log line
+    warm_wrong, warm_seen = zero(torch.long), 0                # since the last warm-up check
+    if run.has_checkpoint():
+        ckpt = load_checkpoint(run.checkpoint_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         batches.load_state_dict(ckpt["batches"])
         start, elapsed, warming_up, warmup_end = (ckpt["iteration"], ckpt["elapsed_s"],
                                                   ckpt["warming_up"], ckpt["warmup_end"])
-        warm_window = ckpt["warm_window"]
+        loss_sum, wrong, seen = ckpt["interval"]["loss_sum"].to(device), ckpt["interval"]["wrong"].to(device), \
+            ckpt["interval"]["seen"]
+        warm_wrong, warm_seen = ckpt["warm_window"]["wrong"].to(device), ckpt["warm_window"]["seen"]
         # The log may run ahead of the checkpoint: keep exactly the lines it covers.
-        rows = [row for row in _read_log(log_path) if int(row["iteration"]) <= start]
-        print(f"[{spec.name}] resuming at iteration {start} ({len(rows)} log lines kept)")
+        rows = [row for row in run.read_log() if int(row["iteration"]) <= start]
+        print(f"[{spec.name}] resuming at iteration {start} ({len(rows)} log lines kept)", flush=True)
 
-    meta = {**(read_json(meta_path) or {}), **_static_meta(spec, identity, n_params, dataset, device),
-            "status": "running", "iteration": start}
+    meta = {**(run.read_meta() or {}), **_static_meta(spec, identity, n_params, dataset, device, where),
+            "status": RunStatus.RUNNING.value, "iteration": start}
     meta.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    atomic_write_json(meta_path, meta)
+    # one entry per process that trained this run: a resume history, and proof of "trained once"
+    meta["attempts"] = [*meta.get("attempts", []), {**meta["worker"], "from_iteration": start,
+                                                     "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
+    run.write_meta(meta)
+
+    def checkpoint(iteration: int, train_time: float) -> None:
+        atomic_torch_save({"iteration": iteration, "elapsed_s": elapsed + train_time, "warming_up": warming_up,
+                           "warmup_end": warmup_end, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "batches": batches.state_dict(),
+                           "interval": {"loss_sum": loss_sum, "wrong": wrong, "seen": seen},
+                           "warm_window": {"wrong": warm_wrong, "seen": warm_seen}}, run.checkpoint_path)
+        meta.update(iteration=iteration, wall_time_s=round(elapsed + train_time, 1))
+        run.write_meta(meta)
 
     # ---- train
-    zero = lambda dtype=torch.float32: torch.zeros((), device=device, dtype=dtype)  # noqa: E731
-    loss_sum, wrong, seen = zero(), zero(torch.long), 0
-    warm_wrong, warm_seen = zero(torch.long) + warm_window[0], warm_window[1]
-    last_ckpt_time = t_line = time.perf_counter()
-    bar = tqdm(total=r["iterations"], initial=start, desc=spec.name, disable=not progress,
+    t_line = last_ckpt = time.perf_counter()
+    bar = tqdm(total=r.iterations, initial=start, desc=spec.name, disable=not progress,
                dynamic_ncols=True, leave=True, mininterval=2.0)
     model.train()
-    status = "running"
-    with GracefulStop() as stop:
-        for it in range(start, r["iterations"]):
+    status = RunStatus.RUNNING
+    with StopRequest(stop_file) as stop:
+        for it in range(start, r.iterations):
+            if stop.requested:  # checkpoint mid-interval: the running sums go with it
+                checkpoint(it, time.perf_counter() - t_line)
+                bar.close()
+                run.update_meta(status=RunStatus.INTERRUPTED.value)
+                raise RunInterrupted(f"{spec.label} stopped at iteration {it}")
+
             lr = lr_at(it, r, warming_up)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-
             x, y = batches.next()
             loss, batch_wrong = step(x, y)
             loss_sum += loss * len(y)
@@ -165,89 +206,66 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run_dir: Path, device: torch.
             if warming_up:
                 warm_wrong += batch_wrong
                 warm_seen += len(y)
-                if (it + 1) % r["warmup_check_every"] == 0:
-                    if warm_wrong.item() * 100 / warm_seen < r["warmup_until_train_error"]:
+                if (it + 1) % r.warmup_check_every == 0:
+                    if warm_wrong.item() * 100 / warm_seen < r.warmup_until_train_error:
                         warming_up, warmup_end = False, it + 1
                     warm_wrong.zero_()
                     warm_seen = 0
 
-            done = it + 1 == r["iterations"]
-            if (it + 1) % r["eval_every"] and not done:
+            done = it + 1 == r.iterations
+            if (it + 1) % r.eval_every and not done:
                 continue
 
-            # ---- evaluate and log (the only host synchronisation of the loop)
-            now = time.perf_counter()
-            train_time = now - t_line
+            # ---- evaluate and log (the only regular host synchronisation of the loop)
+            train_time = time.perf_counter() - t_line
             test_loss, test_err = evaluate(model, splits.test_x, splits.test_y, autocast_dtype=amp)
             row = {"iteration": it + 1, "epoch": round((it + 1) / batches.batches_per_epoch, 4), "lr": lr,
                    "train_loss": (loss_sum / seen).item(), "train_error": (wrong.float() * 100 / seen).item(),
                    "test_loss": test_loss.item(), "test_error": test_err.item(),
-                   "elapsed_s": round(elapsed + train_time, 3), "images_per_s": round(seen / max(train_time, 1e-9), 1)}
+                   "elapsed_s": round(elapsed + train_time, 3),
+                   "images_per_s": round(seen / max(train_time, 1e-9), 1)}
             if splits.val_x is not None:
                 val_loss, val_err = evaluate(model, splits.val_x, splits.val_y, autocast_dtype=amp)
                 row.update(val_loss=val_loss.item(), val_error=val_err.item())
             elapsed += train_time
             rows.append(row)
-            _write_log(log_path, rows, columns)
+            run.write_log(rows, columns)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", train_err=f"{row['train_error']:.1f}",
                             test_err=f"{row['test_error']:.2f}", refresh=False)
             loss_sum.zero_(), wrong.zero_()
             seen = 0
 
             if not (math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])):
-                status = "diverged"
+                status = RunStatus.DIVERGED
                 break
-            if done or stop.requested or time.perf_counter() - last_ckpt_time >= r["checkpoint_every_s"]:
-                atomic_torch_save({"iteration": it + 1, "elapsed_s": elapsed, "warming_up": warming_up,
-                                   "warmup_end": warmup_end,
-                                   "warm_window": (int(warm_wrong.item()), warm_seen), "model": model.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "batches": batches.state_dict()},
-                                  ckpt_path)
-                last_ckpt_time = time.perf_counter()
-                meta.update(iteration=it + 1, wall_time_s=round(elapsed, 1))
-                atomic_write_json(meta_path, meta)
-            if stop.requested and not done:
-                bar.close()
-                raise KeyboardInterrupt  # checkpointed above: the next invocation resumes here
+            if done or time.perf_counter() - last_ckpt >= r.checkpoint_every_s:
+                checkpoint(it + 1, 0.0)
+                last_ckpt = time.perf_counter()
             t_line = time.perf_counter()  # evaluation and checkpoint time is not training time
     bar.close()
 
-    if status == "running":
-        status = "finished"
-        atomic_torch_save(model.state_dict(), run_dir / "model.pt")
+    if status == RunStatus.RUNNING:
+        status = RunStatus.FINISHED
+        atomic_torch_save(model.state_dict(), run.model_path)
     final = rows[-1] if rows else {}
-    meta.update(status=status, iteration=int(final.get("iteration", start)), wall_time_s=round(elapsed, 1),
+    meta.update(status=status.value, iteration=int(final.get("iteration", start)), wall_time_s=round(elapsed, 1),
                 warmup_end_iteration=warmup_end, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                final={k: final.get(k) for k in ("train_error", "test_error", "train_loss", "test_loss",
-                                                 "val_error") if k in final})
-    atomic_write_json(meta_path, meta)
-    if status == "diverged":
+                final={k: float(final[k]) for k in ("train_error", "test_error", "train_loss", "test_loss",
+                                                    "val_error") if k in final})
+    run.write_meta(meta)
+    if status == RunStatus.DIVERGED:
         print(f"[{spec.name}] DIVERGED: loss is {final.get('train_loss')} at iteration {final.get('iteration')}; "
-              "the run is kept, marked diverged, and the suite goes on (lower its lr or add warm-up)")
+              "the run is kept, marked diverged, and the suite goes on (lower its lr or add warm-up)", flush=True)
     return meta
 
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_log(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def _static_meta(spec: RunSpec, identity: str, n_params: int, dataset: dict[str, Any],
-                 device: torch.device) -> dict[str, Any]:
+                 device: torch.device, where: dict[str, Any] | None) -> dict[str, Any]:
     return {"identity": identity, "config": spec.config(), "params": n_params, "dataset": dataset,
             "device": device_name(device), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,
-            "python": platform.python_version(), "host": platform.node(), "git_commit": git_commit()}
+            "python": platform.python_version(), "host": platform.node(), "git_commit": git_commit(),
+            "worker": where or {"executor": "local", "pid": os.getpid()}}
 
 
 def device_name(device: torch.device) -> str:
@@ -261,10 +279,10 @@ def git_commit() -> str | None:
     """The commit this process runs (read once: a later checkout does not change the code
     already imported)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
+                               text=True, timeout=5, cwd=here)
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

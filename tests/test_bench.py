@@ -7,10 +7,21 @@ from resnet_exp.bench import run_bench
 
 def test_bench_writes_a_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rows = run_bench(["resnet8"], iters=2, device="cpu", out=str(out), batch_size=16, workers=0)
+    rows = run_bench(["resnet8"], iters=2, device="cpu", out=str(out), profile="smoke", workers=0)
     doc = json.loads(out.read_text())
     assert doc["results"] == rows and rows[0]["model"] == "resnet8"
     assert rows[0]["ours_images_per_s"] > 0 and rows[0]["textbook_images_per_s"] > 0
     ratio = rows[0]["ours_images_per_s"] / rows[0]["textbook_images_per_s"]
     assert abs(rows[0]["ratio"] - ratio) <= 0.01 * ratio + 0.01
     assert "| resnet8" in capsys.readouterr().out
+
+
+def test_concurrent_bench_measures_k_runs_at_once(tmp_path, capsys):
+    from resnet_exp.bench import run_concurrent_bench
+
+    out = tmp_path / "concurrent.json"
+    rows = run_concurrent_bench(["resnet8"], [1, 2], iters=2, device="cpu", profile="smoke", out=str(out))
+    assert [r["k"] for r in rows] == [1, 2] and all(r["total_images_per_s"] > 0 for r in rows)
+    assert rows[1]["per_run_images_per_s"] * 2 == rows[1]["total_images_per_s"] or \
+        abs(rows[1]["per_run_images_per_s"] * 2 - rows[1]["total_images_per_s"]) < 0.2
+    assert json.loads(out.read_text())["results"] == rows

@@ -13,9 +13,9 @@ import pytest
 
 from resnet_exp.data import load_cifar10
 from resnet_exp.experiments import ExperimentError, load_experiment, load_profiles
-from resnet_exp.fileio import RunLock
+from resnet_exp.rundir import TIMING_COLUMNS, IdentityLock, RunDir
 from resnet_exp.runner import run_experiments
-from resnet_exp.train import TIMING_COLUMNS, lr_at
+from resnet_exp.train import load_checkpoint, lr_at
 
 from .conftest import write_experiment
 
@@ -41,7 +41,7 @@ def run_dirs(results: Path, experiment: str) -> dict[str, Path]:
     ("- {model: resnet21}", r"row 1 \(resnet21\): key 'model'.*6n\+2"),
     ("- {model: vgg16}", r"key 'model': unknown model 'vgg16'"),
     ("- {model: resnet20}\n- {model: plain20, shortcut: B}", r"row 2 \(plain20\): key 'shortcut'.*no shortcuts"),
-    ("- {model: resnet20, shortcut: D}", r"key 'shortcut'.*A, B, C"),
+    ("- {model: resnet20, shortcut: D}", r"key 'shortcut' must be one of 'A', 'B' or 'C', got 'D'"),
     ("- {model: resnet20, lr: -1}", r"key 'lr' must be > 0"),
     ("- {model: resnet20, batch_size: 12.5}", r"key 'batch_size' must be an integer"),
     ("- {model: resnet20, milestones: [30, 20]}", r"key 'milestones' must be increasing"),
@@ -78,8 +78,8 @@ rows:
 """)
     specs = load_experiment(f, "paper")
     assert [(s.name, s.seed) for s in specs] == [("resnet20", 1), ("resnet20", 2), ("resnet20", 3), ("resnet20-B", 1)]
-    assert specs[3].recipe["lr"] == 0.05 and specs[0].recipe["lr"] == 0.1
-    assert all(s.recipe["weight_decay"] == 0.0005 for s in specs)
+    assert specs[3].recipe.lr == 0.05 and specs[0].recipe.lr == 0.1
+    assert all(s.recipe.weight_decay == 0.0005 for s in specs)
     assert specs[0].identity("d") != specs[1].identity("d")           # seed
     assert specs[0].identity("d") != specs[0].identity("other data")  # dataset
 
@@ -87,9 +87,9 @@ rows:
 def test_shipped_experiments_and_profiles_are_valid():
     profiles = load_profiles()
     p = profiles["paper"]
-    assert (p["lr"], p["momentum"], p["weight_decay"], p["batch_size"]) == (0.1, 0.9, 1e-4, 128)
-    assert (p["iterations"], p["milestones"], p["warmup_lr"], p["warmup_min_depth"]) == (64000, [32000, 48000], 0.01, 110)
-    assert profiles["quick"]["iterations"] * 16 == p["iterations"]
+    assert (p.lr, p.momentum, p.weight_decay, p.batch_size) == (0.1, 0.9, 1e-4, 128)
+    assert (p.iterations, p.milestones, p.warmup_lr, p.warmup_min_depth) == (64000, (32000, 48000), 0.01, 110)
+    assert profiles["quick"].iterations * 16 == p.iterations
     names = {f.stem: {s.name for s in load_experiment(f, "paper")} for f in (REPO / "experiments").glob("*.yaml")}
     assert names["figure1"] == {"plain20", "plain56"}
     assert {"plain56", "resnet110", "resnet1202"} <= names["figure6"]
@@ -130,7 +130,7 @@ def test_runs_finish_skip_and_are_reproducible(tiny_tar, tmp_path, capsys):
     mtime = (dirs["resnet8"] / "log.csv").stat().st_mtime_ns
     capsys.readouterr()
     assert run_experiments([str(exp)], results=str(tmp_path / "r1"), **kw) == 0
-    assert "0 to train, 2 finished" in capsys.readouterr().out
+    assert "0 to train, 0 reused from an identical run, 2 already done" in capsys.readouterr().out
     assert (dirs["resnet8"] / "log.csv").stat().st_mtime_ns == mtime
 
     # same row, same seed: the same log, bit for bit (the wall-clock columns aside)
@@ -143,7 +143,7 @@ def test_runs_finish_skip_and_are_reproducible(tiny_tar, tmp_path, capsys):
     capsys.readouterr()
     run_experiments([str(other)], results=str(tmp_path / "r1"), **kw)
     out = capsys.readouterr().out
-    assert "copied instead of trained" in out and "0 to train, 2 finished" in out
+    assert "copied instead of trained" in out and "0 to train, 2 reused from an identical run, 0 already done" in out
     copied = run_dirs(tmp_path / "r1", "other")
     assert read_log(copied["resnet8"]) == rows
     assert json.loads((copied["resnet8"] / "meta.json").read_text())["config"]["experiment"] == "other"
@@ -152,13 +152,17 @@ def test_runs_finish_skip_and_are_reproducible(tiny_tar, tmp_path, capsys):
     capsys.readouterr()
     run_experiments([str(exp), str(write_experiment(tmp_path / "third.yaml", TINY))],
                     results=str(tmp_path / "r3"), **kw)
-    assert capsys.readouterr().out.count("copied instead of trained") == 2
+    out = capsys.readouterr().out
+    assert "2 to train, 2 reused from an identical run" in out and out.count("same as tiny/") == 2
+    third = run_dirs(tmp_path / "r3", "third")
+    assert deterministic(read_log(third["resnet8"])) == deterministic(rows)
+    assert json.loads((third["resnet8"] / "meta.json").read_text())["copied_from"].startswith("tiny/")
 
     # a changed row is a new run
     write_experiment(exp, TINY.replace("plain8, iterations: 30", "plain8, lr: 0.05, iterations: 30"))
     capsys.readouterr()
     run_experiments([str(exp)], results=str(tmp_path / "r1"), dry_run=True, **kw)
-    assert "1 to train, 1 finished" in capsys.readouterr().out
+    assert "1 to train, 0 reused from an identical run, 1 already done" in capsys.readouterr().out
 
 
 def test_divergence_is_recorded_and_the_suite_goes_on(tiny_tar, tmp_path):
@@ -222,11 +226,11 @@ def test_a_locked_run_is_not_trained_twice(tiny_tar, tmp_path, capsys):
     spec = load_experiment(exp, "smoke")[0]
     sha = load_cifar10(tiny_tar, data_dir=tmp_path / "data", verbose=False).provenance["sha256"]
     run_dir = tmp_path / "r" / "l" / spec.run_dir_name(sha)
-    lock = RunLock(run_dir)
+    lock = IdentityLock(tmp_path / "r", spec.identity(sha))
     assert lock.acquire()  # "another invocation" holds it
     capsys.readouterr()
     run_experiments([str(exp)], **kw)
-    assert "running elsewhere" in capsys.readouterr().out
+    assert "being trained by another process" in capsys.readouterr().out
     assert not (run_dir / "log.csv").exists()
     lock.release()
     run_experiments([str(exp)], **kw)
@@ -240,23 +244,28 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     assert proc.returncode == 2 and "unknown key 'lrr'" in out and "Traceback" not in out
 
 
-def test_sigterm_checkpoints_at_the_next_line_and_loses_nothing(tiny_tar, tmp_path):
-    import torch
-
+def test_sigterm_stops_at_the_next_iteration_and_resumes_bit_exact(tiny_tar, tmp_path):
     exp = write_experiment(tmp_path / "t.yaml", """
 rows:
-  - {model: resnet8, iterations: 400, milestones: [300], eval_every: 20, batch_size: 16, checkpoint_every_s: 3600}
+  - {model: resnet8, iterations: 240, milestones: [200], eval_every: 40, batch_size: 16, checkpoint_every_s: 3600}
 """)
-    proc = _cli(["run", str(exp), "--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu",
-                 "--results", "r"], tmp_path)
+    args = ["run", str(exp), "--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu"]
+    proc = _cli(args + ["--results", "r"], tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "r").glob("t/*/log.csv")):
         time.sleep(0.02)
+    time.sleep(0.3)  # somewhere inside the second interval
     proc.send_signal(signal.SIGTERM)  # what `timeout` sends
     out = proc.communicate()[0]
     assert proc.returncode == 130, out
+    assert "Traceback" not in out and "interrupted" in out
     run_dir = next((tmp_path / "r").glob("t/*"))
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     logged = read_log(run_dir)
-    assert ckpt["iteration"] == int(logged[-1]["iteration"]) < 400  # checkpoint_every_s was an hour
+    assert int(logged[-1]["iteration"]) <= ckpt["iteration"] < 240  # checkpoint_every_s was an hour
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
+    # the checkpoint carries the partial interval: the resumed log equals an uninterrupted one
+    assert _cli(args + ["--results", "r"], tmp_path).wait() == 0
+    assert _cli(args + ["--results", "clean"], tmp_path).wait() == 0
+    clean = read_log(next((tmp_path / "clean").glob("t/*")))
+    assert deterministic(read_log(run_dir)) == deterministic(clean)

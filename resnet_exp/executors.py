@@ -1,0 +1,236 @@
+"""Executors carry out a plan's jobs; each job is ``worker.run_job``, wherever it runs.
+
+- ``LocalExecutor``: one run after another in this process, one progress bar per run.
+- ``PoolExecutor``: K runs at a time on each listed GPU, or N at a time on the CPU,
+  one worker process per slot taking the next job from a queue.
+- ``ray_executor.RayExecutor``: each run a Ray task, on this machine or a cluster.
+
+Written by hand, on purpose: the pool is ~60 lines of ``multiprocessing``, because
+``concurrent.futures`` hides its processes and we need to pin each to a GPU
+(CUDA_VISIBLE_DEVICES before CUDA starts) and to stop them at a checkpoint.
+
+Threads: on the CPU a run's numbers depend on how many threads it uses (oneDNN splits
+its reductions by thread), so ``--threads N`` fixes them for every executor: the same
+row, seed and threads give the same log.csv, sequential, pooled or on Ray. Without it
+each slot gets the machine's CPUs divided by the number of slots.
+
+Stopping: the first Ctrl-C (or SIGTERM) makes the driver create the stop file every
+worker polls; each checkpoints at its next iteration and returns "interrupted". A
+second Ctrl-C ends the workers at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import queue
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from .plan import Job
+from .rundir import RunStatus
+from .worker import Outcome, WorkerContext, run_job
+
+
+class DriverStop:
+    """The driver's stop request, as a file every worker (any process, any node that sees
+    the results folder) polls. One per driver, so two drivers never stop each other."""
+
+    def __init__(self, results: Path) -> None:
+        self.path = Path(results) / ".stop" / uuid.uuid4().hex
+        self.requested = False
+
+    def request(self) -> None:
+        if not self.requested:
+            self.requested = True
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+            print("\ninterrupt: every run checkpoints at its next iteration and stops "
+                  "(Ctrl-C again to stop at once, losing the work since each run's last checkpoint)", flush=True)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class ProgressBoard:
+    """For the pool and Ray: a line when a run starts or ends, and one overall bar of
+    iterations (runs done, ETA), fed from the runs' own log.csv files."""
+
+    def __init__(self, jobs: list[Job], enabled: bool = True, poll_s: float = 2.0) -> None:
+        self.jobs, self.poll_s, self._next = jobs, poll_s, 0.0
+        self.ended_jobs: set[int] = set()
+        self.enabled = enabled
+        self.bar = tqdm(total=sum(j.spec.recipe.iterations for j in jobs),
+                        initial=sum(j.done_iterations for j in jobs), unit="it", dynamic_ncols=True,
+                        desc=f"0/{len(jobs)} runs", disable=not enabled, mininterval=1.0)
+
+    def say(self, line: str) -> None:
+        tqdm.write(line) if self.enabled else print(line, flush=True)
+
+    def started(self, job: Job, where: dict[str, Any]) -> None:
+        self.say(f"[start] {job.spec.label} on {_where(where)}")
+
+    def ended(self, index: int, outcome: Outcome) -> None:
+        self.ended_jobs.add(index)
+        f = outcome.final
+        errors = (f"train {f['train_error']:.2f} % / test {f['test_error']:.2f} %"
+                  if "train_error" in f and "test_error" in f else "")
+        extra = outcome.error or (f"copied from {outcome.reused_from}" if outcome.reused_from else "")
+        self.say(f"[{outcome.status}] {outcome.job.spec.label} on {_where(outcome.where)} {errors} {extra}".rstrip())
+        self.bar.set_description(f"{len(self.ended_jobs)}/{len(self.jobs)} runs")
+        self.poll(force=True)
+
+    def poll(self, force: bool = False) -> None:
+        if not self.enabled or (not force and time.monotonic() < self._next):
+            return
+        self._next = time.monotonic() + self.poll_s
+        done = sum(j.spec.recipe.iterations if i in self.ended_jobs
+                   else min(max(j.run.last_logged_iteration(), j.done_iterations), j.spec.recipe.iterations)
+                   for i, j in enumerate(self.jobs))
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _where(where: dict[str, Any]) -> str:
+    parts = [where.get("host", "?")]
+    for key in ("node", "slot", "gpu"):
+        if where.get(key) not in (None, [], ""):
+            parts.append(f"{key} {str(where[key])[:12]}")
+    return ", ".join(parts)
+
+
+class Executor(Protocol):
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]: ...
+
+
+class LocalExecutor:
+    """One run after another in this process, on one device: a progress bar per run."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
+        outcomes = []
+        for job in jobs:
+            outcome = run_job(job, dataclasses.replace(ctx, threads=self.threads),
+                              {"executor": "local", "device": ctx.device})
+            outcomes.append(outcome)
+            if outcome.status == RunStatus.INTERRUPTED.value:  # Ctrl-C reached train_run
+                stop.requested = True
+                break
+        return outcomes
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    cuda_visible_devices: str | None  # None on the CPU
+    threads: int
+
+
+def cpu_slots(workers: int, threads: int | None = None) -> list[Slot]:
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    return [Slot(f"cpu{i}", None, threads) for i in range(workers)]
+
+
+def gpu_slots(gpus: str, runs_per_gpu: int, threads: int | None = None) -> list[Slot]:
+    """``gpus``: "all" or a list such as "0,1,3"."""
+    if gpus == "all":
+        import torch
+
+        ids = [str(i) for i in range(torch.cuda.device_count())]
+        if not ids:
+            raise ValueError("--gpus all: no CUDA device is visible here; use --workers N on the CPU")
+    else:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        if not ids or not all(g.isdigit() for g in ids):
+            raise ValueError(f"--gpus {gpus!r}: expected 'all' or GPU indices such as 0,1,3")
+    threads = threads or max(1, (os.cpu_count() or 1) // (len(ids) * runs_per_gpu))
+    return [Slot(f"gpu{g}.{k}", g, threads) for g in ids for k in range(runs_per_gpu)]
+
+
+def _pool_worker(slot: Slot, ctx: WorkerContext, todo: Any, events: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; training handles its own
+    if slot.cuda_visible_devices is not None:     # before anything starts CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible_devices
+    ctx = dataclasses.replace(ctx, threads=slot.threads, progress=False)
+    try:
+        while (item := todo.get()) is not None:
+            if ctx.stop_file and os.path.exists(ctx.stop_file):
+                break
+            index, job = item
+            where = {"executor": "pool", "slot": slot.name, "host": os.uname().nodename, "pid": os.getpid()}
+            events.put(("start", index, where))
+            events.put(("end", index, run_job(job, ctx, where)))
+    except KeyboardInterrupt:  # a second Ctrl-C: run_job marked the run interrupted
+        pass
+
+
+class PoolExecutor:
+    """K runs at a time on each listed GPU (or N on the CPU), one process per slot."""
+
+    def __init__(self, slots: list[Slot], progress: bool = True) -> None:
+        self.slots, self.progress = slots, progress
+
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
+        mp = multiprocessing.get_context("spawn")  # fresh interpreters: no forked CUDA or thread state
+        todo, events = mp.Queue(), mp.Queue()
+        for item in enumerate(jobs):
+            todo.put(item)
+        for _ in self.slots:
+            todo.put(None)
+        procs = [mp.Process(target=_pool_worker, args=(slot, ctx, todo, events), daemon=True) for slot in self.slots]
+        for p in procs:
+            p.start()
+        board = ProgressBoard(jobs, self.progress)
+        outcomes: dict[int, Outcome] = {}
+        started: dict[int, dict[str, Any]] = {}
+        try:
+            while True:
+                try:
+                    self._drain(events, jobs, board, outcomes, started, procs)
+                    break
+                except KeyboardInterrupt:
+                    if stop.requested:
+                        raise
+                    stop.request()  # and keep draining: the workers checkpoint and report
+        except KeyboardInterrupt:
+            for p in procs:
+                p.kill()
+            raise
+        finally:
+            board.close()
+            for p in procs:
+                p.join(timeout=5)
+        for i, where in started.items():  # a worker process that died mid-run (OOM, kill -9)
+            if i not in outcomes:
+                outcomes[i] = Outcome(jobs[i], RunStatus.FAILED.value, jobs[i].run.read_meta() or {}, where,
+                                      error="its worker process died; the next invocation resumes it")
+        return [outcomes.get(i, Outcome(job, "not started")) for i, job in enumerate(jobs)]
+
+    @staticmethod
+    def _drain(events: Any, jobs: list[Job], board: ProgressBoard, outcomes: dict[int, Outcome],
+               started: dict[int, dict[str, Any]], procs: list[Any]) -> None:
+        while len(outcomes) < len(jobs):
+            try:
+                kind, index, payload = events.get(timeout=0.5)
+            except queue.Empty:
+                board.poll()
+                if not any(p.is_alive() for p in procs):
+                    return
+                continue
+            if kind == "start":
+                started[index] = payload
+                board.started(jobs[index], payload)
+            else:
+                outcomes[index] = payload
+                board.ended(index, payload)

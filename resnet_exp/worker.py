@@ -1,0 +1,113 @@
+"""What a worker does with one job, whichever executor runs it (in the driver's process,
+in a pool process, or in a Ray task on another machine):
+
+    take the identity's lock (or report "locked": another process trains it)
+    -> if the identity finished meanwhile (another driver), copy it
+    -> load the data (the driver has cached it) and train or resume
+    -> copy the finished run to the plan's other folders for the same identity
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .data import Cifar10, load_cifar10
+from .loader import DeviceSplits, prepare_splits
+from .plan import Job, finished_by_identity
+from .rundir import RunStatus
+from .train import RunInterrupted, train_run
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Everything a worker needs besides its job; small and picklable."""
+
+    data: str | None
+    data_dir: str
+    dataset_sha256: str
+    device: str = "cpu"            # "cpu" or "cuda" (the worker's first visible GPU)
+    threads: int | None = None     # torch intra-op threads; None: torch's default
+    stop_file: str | None = None   # the driver creates it to stop every worker
+    progress: bool = False         # a per-run progress bar (the sequential executor)
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str                    # a RunStatus value, or "locked" / "not started"
+    meta: dict[str, Any] = field(default_factory=dict)
+    where: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    reused_from: str | None = None
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.meta.get("final") or {}
+
+
+_DATA: dict[tuple[str | None, str], Cifar10] = {}
+_SPLITS: dict[tuple, DeviceSplits] = {}
+
+
+def splits_for(job: Job, ctx: WorkerContext, device: torch.device) -> tuple[DeviceSplits, dict[str, Any]]:
+    """The job's data on the device, loaded once per worker process."""
+    key = (ctx.data, ctx.data_dir)
+    if key not in _DATA:
+        _DATA[key] = load_cifar10(ctx.data, data_dir=ctx.data_dir, download=False, verbose=False)
+    ds = _DATA[key]
+    if ds.provenance["sha256"] != ctx.dataset_sha256:
+        raise RuntimeError(f"this worker sees dataset {ds.provenance['sha256'][:12]}... at {ctx.data or ctx.data_dir}, "
+                           f"the driver planned with {ctx.dataset_sha256[:12]}...: every worker must see the same data")
+    r = job.spec.recipe
+    skey = (key, r.train_per_class, r.test_per_class, r.val_split, str(device))
+    if skey not in _SPLITS:
+        _SPLITS[skey] = prepare_splits(ds, device, r.train_per_class, r.test_per_class, r.val_split)
+    return _SPLITS[skey], ds.provenance
+
+
+def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -> Outcome:
+    """Carry out one job; never raises for a failed run (the suite goes on), only for a
+    second Ctrl-C (KeyboardInterrupt), after marking the run interrupted."""
+    where = {"host": platform.node(), "pid": os.getpid(), **(where or {})}
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    device = torch.device(ctx.device)
+    lock = job.run.lock(job.identity)
+    if not lock.acquire():
+        return Outcome(job, "locked", where=where)
+    try:
+        # Another driver may have finished this identity since the plan was made.
+        if (done := finished_by_identity(job.run.results).get(job.identity)) is not None:
+            if done != job.run:
+                job.run.copy_from(done)
+            for copy in job.copies:
+                copy.copy_from(done)
+            return Outcome(job, RunStatus.FINISHED.value, job.run.read_meta() or {}, where, reused_from=done.key)
+        splits, provenance = splits_for(job, ctx, device)
+        meta = train_run(job.spec, splits, job.run, device, provenance, job.identity, ctx.progress,
+                         stop_file=ctx.stop_file, where=where)
+        if meta["status"] == RunStatus.FINISHED.value:
+            for copy in job.copies:
+                copy.copy_from(job.run)
+        return Outcome(job, meta["status"], meta, where)
+    except RunInterrupted:
+        return Outcome(job, RunStatus.INTERRUPTED.value, job.run.read_meta() or {}, where)
+    except KeyboardInterrupt:
+        if job.run.exists():
+            job.run.update_meta(status=RunStatus.INTERRUPTED.value)
+        raise
+    except Exception as e:  # one broken run must not stop the others
+        traceback.print_exc()
+        error = f"{type(e).__name__}: {e}"
+        meta = job.run.update_meta(status=RunStatus.FAILED.value, error=error, identity=job.identity,
+                                   config=job.spec.config())
+        print(f"[{job.spec.label}] FAILED: {error}; its checkpoint (if any) is kept, the suite goes on", flush=True)
+        return Outcome(job, RunStatus.FAILED.value, meta, where, error=error)
+    finally:
+        lock.release()

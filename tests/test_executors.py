@@ -1,0 +1,132 @@
+"""The runner's phases and the local executors: a pure plan, the pool, two drivers at once.
+
+Ray has its own file (test_ray.py), run in a loopback-only network namespace.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resnet_exp.experiments import load_experiment
+from resnet_exp.plan import Action, make_plan
+from resnet_exp.rundir import TIMING_COLUMNS, IdentityLock, LockHeld, RunDir, RunStatus
+from resnet_exp.runner import ExecutorChoice, run_experiments
+
+from .conftest import write_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMOKE = """
+rows:
+  - {model: resnet8, iterations: 30, milestones: [20], eval_every: 10}
+  - {model: plain8, iterations: 30, milestones: [20], eval_every: 10}
+  - {model: resnet8, name: resnet8-B, shortcut: B, iterations: 20, milestones: [10], eval_every: 10}
+"""
+
+
+def logs_without_timing(results: Path) -> dict[str, list[dict]]:
+    out = {}
+    for run in RunDir.all_in(results):
+        out[run.key] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in run.read_log()]
+    return out
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))} if root.exists() else {}
+
+
+@pytest.fixture()
+def kw(tiny_tar, tmp_path):
+    return dict(profile="smoke", data=str(tiny_tar), device="cpu", progress=False, data_dir=tmp_path / "data",
+                estimate=False)
+
+
+def test_pool_of_two_gives_the_sequential_logs(kw, tmp_path):
+    exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
+    # on the CPU the numbers depend on threads per run (oneDNN): the same for both
+    assert run_experiments([str(exp)], results=str(tmp_path / "seq"), executor=ExecutorChoice(threads=1), **kw) == 0
+    assert run_experiments([str(exp)], results=str(tmp_path / "pool"),
+                           executor=ExecutorChoice(kind="pool", workers=2, threads=1), **kw) == 0
+    seq, pool = logs_without_timing(tmp_path / "seq"), logs_without_timing(tmp_path / "pool")
+    assert len(seq) == 3 and all(len(rows) >= 2 for rows in seq.values())
+    assert pool == seq
+    slots = {(RunDir(p).read_meta() or {})["worker"]["slot"] for p in (tmp_path / "pool" / "smoke").iterdir()}
+    assert slots <= {"cpu0", "cpu1"} and slots  # ran in the pool's worker processes
+    for run in RunDir.all_in(tmp_path / "pool"):
+        assert run.status() == RunStatus.FINISHED and len(run.read_meta()["attempts"]) == 1
+
+
+def test_plan_is_pure_and_dry_run_writes_nothing(kw, tmp_path, capsys):
+    exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
+    # a finished run, so the plan has a folder to read
+    run_experiments([str(exp)], results=str(tmp_path / "r"), only=["resnet8"], **kw)
+    before = {**tree(tmp_path / "r"), **{f"data/{k}": v for k, v in tree(tmp_path / "data").items()}}
+    capsys.readouterr()
+    assert run_experiments([str(exp)], results=str(tmp_path / "r"), dry_run=True, **{**kw, "estimate": True}) == 0
+    out = capsys.readouterr().out
+    assert "ESTIMATED TIME" in out and "2 to train, 0 reused from an identical run, 1 already done" in out
+    after = {**tree(tmp_path / "r"), **{f"data/{k}": v for k, v in tree(tmp_path / "data").items()}}
+    assert after == before
+    # and on a results folder and data cache that do not exist yet: still nothing written
+    fresh = tmp_path / "fresh"
+    run_experiments([str(exp)], results=str(fresh / "r"), dry_run=True, **{**kw, "data_dir": fresh / "data"})
+    assert not fresh.exists()
+
+
+def test_plan_reuses_finished_identities_and_trains_duplicates_once(kw, tmp_path):
+    exp = write_experiment(tmp_path / "a.yaml", SMOKE)
+    other = write_experiment(tmp_path / "b.yaml", SMOKE)
+    run_experiments([str(exp)], results=str(tmp_path / "r"), only=["plain8"], **kw)
+    sha = json.loads(next((tmp_path / "r" / "a").glob("plain8-*/meta.json")).read_text())["dataset"]["sha256"]
+    specs = load_experiment(exp, "smoke") + load_experiment(other, "smoke")
+    plan = make_plan(specs, tmp_path / "r", sha)
+    actions = {(p.spec.experiment, p.spec.name): p.action for p in plan.runs}
+    assert actions == {("a", "resnet8"): Action.NEW, ("a", "plain8"): Action.FINISHED, ("a", "resnet8-B"): Action.NEW,
+                       ("b", "resnet8"): Action.SAME_AS, ("b", "plain8"): Action.REUSE, ("b", "resnet8-B"): Action.SAME_AS}
+    assert [j.spec.name for j in plan.jobs] == ["resnet8", "resnet8-B"]
+    assert all(len(j.copies) == 1 and j.copies[0].experiment == "b" for j in plan.jobs)
+
+
+def test_identity_lock_is_exclusive_and_its_with_form_locks(tmp_path):
+    a, b = IdentityLock(tmp_path, "abc"), IdentityLock(tmp_path, "abc")
+    with a:
+        assert a.held and not b.acquire()
+        with pytest.raises(LockHeld):
+            with b:
+                pass
+    assert not a.held and b.acquire()
+    b.release()
+
+
+def _driver(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "resnet_exp", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_drivers_at_once_train_each_identity_once(tiny_tar, tmp_path):
+    """Two experiment files with the same rows (figure1/plain20 is figure6/plain20),
+    started together on one results folder: whatever the interleaving, every identity is
+    trained by exactly one process; a rerun then completes the other file by copying."""
+    a = write_experiment(tmp_path / "a.yaml", SMOKE)
+    b = write_experiment(tmp_path / "b.yaml", SMOKE)
+    common = ["--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu", "--results", "r"]
+    drivers = [_driver(["run", str(f), *common], tmp_path) for f in (a, b)]
+    outs = [d.communicate()[0] for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs
+    for f in (a, b):  # the driver that found a run locked skipped it; now it copies it
+        assert _driver(["run", str(f), *common], tmp_path).wait() == 0
+    by_identity: dict[str, list[dict]] = {}
+    for run in RunDir.all_in(tmp_path / "r"):
+        meta = run.read_meta()
+        assert meta["status"] == "finished"
+        by_identity.setdefault(meta["identity"], []).append(meta)
+    assert len(by_identity) == 3 and all(len(metas) == 2 for metas in by_identity.values())
+    for metas in by_identity.values():
+        trained = [m for m in metas if "copied_from" not in m]
+        assert len(trained) == 1 and len(trained[0]["attempts"]) == 1
