@@ -11,6 +11,11 @@ A run's identity (``RunSpec.identity``) decides what is done with it:
   i.e. copied, not trained;
 - the same identity planned earlier in this invocation: trained once, then copied;
 - otherwise trained: from its checkpoint when it has one.
+
+Every folder is checked (``RunDir.check``) before it is trusted: one whose meta.json,
+log.csv, model.pt and checkpoint disagree is "damaged", never skipped as finished nor
+reused; it is listed with what is wrong, and trained again (after its folder is moved
+aside, kept) only with ``retrain_damaged``.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ class Action(str, enum.Enum):
     SAME_AS = "same as"      # identical to a run trained earlier in this plan: copy it after
     FINISHED = "finished"    # nothing to do
     DIVERGED = "diverged"    # nothing to do (a diverged run is kept, not retried)
+    DAMAGED = "damaged"      # its files disagree: listed with the fix, not trained
+    RETRAIN = "retrain"      # damaged, and --retrain-damaged: moved aside, trained again
 
     @property
     def trains(self) -> bool:
-        return self in (Action.NEW, Action.RESUME, Action.RETRY)
+        return self in (Action.NEW, Action.RESUME, Action.RETRY, Action.RETRAIN)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +52,7 @@ class PlannedRun:
     action: Action
     source: RunDir | None = None  # REUSE: the finished folder; SAME_AS: the folder that trains it
     done_iterations: int = 0      # RESUME / RETRY: where its checkpoint is
+    problems: str = ""            # DAMAGED / RETRAIN: what is wrong
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,18 +85,29 @@ class Plan:
         """Finished elsewhere: copied before anything trains."""
         return [p for p in self.runs if p.action == Action.REUSE]
 
+    @property
+    def damaged(self) -> list[PlannedRun]:
+        return [p for p in self.runs if p.action in (Action.DAMAGED, Action.RETRAIN)]
+
 
 def finished_by_identity(results: Path) -> dict[str, RunDir]:
-    """Every finished run of a results tree, by identity (the first folder found)."""
+    """Every finished run of a results tree that passes its check, by identity."""
     out: dict[str, RunDir] = {}
     for run in RunDir.all_in(results):
         meta = run.read_meta() or {}
-        if meta.get("status") == RunStatus.FINISHED.value and isinstance(meta.get("identity"), str):
-            out.setdefault(meta["identity"], run)
+        if meta.get("status") == RunStatus.FINISHED.value and isinstance(meta.get("identity"), str) \
+                and meta["identity"] not in out and run.check().ok:
+            out[meta["identity"]] = run
     return out
 
 
-def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str) -> Plan:
+def _holds_run_files(run: RunDir) -> bool:
+    """A folder with nothing of a run in it (killed before its first write) is simply new."""
+    return any(p.exists() for p in (run.meta_path, run.log_path, run.checkpoint_path, run.model_path))
+
+
+def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str,
+              retrain_damaged: bool = False) -> Plan:
     """Decide, for every run, what to do (see the module docstring). Reads only."""
     results = Path(results)
     finished = finished_by_identity(results)
@@ -99,7 +118,13 @@ def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str) ->
         run = RunDir.for_run(results, spec.experiment, spec.run_dir_name(dataset_sha256))
         status = run.status(identity)
         meta = run.read_meta() or {}
-        if status is not None and status.done:
+        health = run.check() if _holds_run_files(run) else None
+        if health is not None and not health.ok:
+            planned = PlannedRun(spec, run, identity, Action.RETRAIN if retrain_damaged else Action.DAMAGED,
+                                 problems=str(health))
+            if retrain_damaged:
+                training[identity] = planned
+        elif status is not None and status.done:
             planned = PlannedRun(spec, run, identity, Action(status.value))
         elif identity in finished:
             planned = PlannedRun(spec, run, identity, Action.REUSE, source=finished[identity])

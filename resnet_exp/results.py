@@ -17,7 +17,7 @@ import pandas as pd
 
 from .experiments import ExperimentError, load_experiment
 from .models import parse_model_name
-from .rundir import RunDir, RunStatus
+from .rundir import RETRAIN_HINT, RunDir, RunStatus
 from .paper import PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_NOTES, TABLE6_TEST_ERROR
 
 
@@ -28,12 +28,14 @@ class Results:
     dataset: dict[str, Any] | None
     excluded: list[str] = field(default_factory=list)  # runs of other datasets
     results_dir: Path = Path("results")
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (folder, what is wrong): never drawn
 
     def experiment(self, name: str) -> "Results":
         keep = self.runs["experiment"] == name if len(self.runs) else []
         runs = self.runs[keep] if len(self.runs) else self.runs
         logs = self.logs[self.logs["run"].isin(runs["run"])] if len(self.logs) else self.logs
-        return Results(runs, logs, self.dataset, self.excluded, self.results_dir)
+        damaged = [d for d in self.damaged if Path(d[0]).parent.name == name]
+        return Results(runs, logs, self.dataset, self.excluded, self.results_dir, damaged)
 
 
 RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcut", "seed", "group", "note",
@@ -44,11 +46,13 @@ RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcu
 
 def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> Results:
     results_dir = Path(results_dir)
-    runs, logs = [], []
+    runs, logs, damaged = [], [], []
     for run in RunDir.all_in(results_dir):
-        meta = run.read_meta()
-        if not meta or "config" not in meta:
+        health = run.check()  # a damaged folder is listed, never read as a result
+        if not health.ok:
+            damaged.append((str(run.path), str(health)))
             continue
+        meta = run.read_meta()
         cfg, recipe = meta["config"], meta["config"].get("recipe", {})
         log = _read_log(run.log_path)
         family, depth = parse_model_name(cfg["model"])
@@ -84,7 +88,7 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
         dataset = runs_df["_dataset"].iloc[0]
         logs_df = logs_df[logs_df["run"].isin(runs_df["run"])]
     runs_df = runs_df.drop(columns="_dataset").reset_index(drop=True)
-    return Results(runs_df, logs_df.reset_index(drop=True), dataset, excluded, results_dir)
+    return Results(runs_df, logs_df.reset_index(drop=True), dataset, excluded, results_dir, damaged)
 
 
 def _read_log(path: Path) -> pd.DataFrame:
@@ -204,6 +208,10 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
     ]
     if res.excluded:
         items.append(("Excluded (other dataset)", e("; ".join(res.excluded))))
+    if res.damaged:  # listed, never drawn: what is wrong with each and the fix
+        items.append(("DAMAGED runs (not drawn)", "<br>".join(f"<code>{e(path)}</code>: {e(problem)}"
+                                                              for path, problem in res.damaged)
+                      + f"<br><i>Fix: {e(RETRAIN_HINT)} (python -m resnet_exp run ... --retrain-damaged)</i>"))
     rows = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th>"
                    f"<td style='text-align:left'>{v}</td></tr>" for k, v in items)
     return f'<div class="provenance">{boxes}<table>{rows}</table></div>'

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import csv
 import enum
+import hashlib
 import io
 import json
+import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +55,40 @@ class RunStatus(str, enum.Enum):
         return self in (RunStatus.FINISHED, RunStatus.DIVERGED)
 
 
+RETRAIN_HINT = "rerun with --retrain-damaged: the folder is moved aside (kept) and the run trained again"
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``RunDir.check`` found: no problems, or what is wrong and how to fix it."""
+
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        return "ok" if self.ok else "; ".join(self.problems)
+
+
+def sha256_file(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def schedule(iterations: int, eval_every: int) -> list[int]:
+    """The iterations a complete log has lines for."""
+    its = list(range(eval_every, iterations + 1, eval_every))
+    return its if its and its[-1] == iterations else its + [iterations]
+
+
 class LockHeld(RuntimeError):
     """Another process is training this identity."""
 
@@ -68,9 +105,11 @@ class RunDir:
 
     @classmethod
     def all_in(cls, results: str | Path) -> Iterator["RunDir"]:
-        """Every run folder of a results tree (those with a meta.json), sorted."""
+        """Every run folder of a results tree (those with a meta.json), sorted; not the
+        hidden folders (.locks, .stop, .damaged, ...)."""
         for meta in sorted(Path(results).glob("*/*/meta.json")):
-            yield cls(meta.parent)
+            if not meta.parent.parent.name.startswith(".") and not meta.parent.name.startswith("."):
+                yield cls(meta.parent)
 
     # ---- names
     @property
@@ -159,6 +198,119 @@ class RunDir:
         except (KeyError, ValueError):
             return 0
 
+    def log_prefix(self, iteration: int) -> bytes | None:
+        """The bytes of log.csv up to the line of ``iteration`` (header included): what a
+        checkpoint at ``iteration`` covers. None when the log is unreadable."""
+        try:
+            lines = self.log_path.read_bytes().splitlines(keepends=True)
+        except OSError:
+            return None if iteration else b""
+        out = lines[:1]
+        for line in lines[1:]:
+            try:
+                if int(line.split(b",", 1)[0]) > iteration:
+                    break
+            except ValueError:
+                return None
+            out.append(line)
+        return b"".join(out)
+
+    # ---- integrity
+    def check(self) -> Health:
+        """Do meta.json, log.csv, model.pt and the checkpoint agree? Cheap: reads the small
+        files and hashes the others; never unpickles anything."""
+        meta = self.read_meta()
+        if meta is None:
+            return Health(("meta.json is missing or not JSON",))
+        problems: list[str] = []
+        try:
+            status = RunStatus(meta.get("status"))
+            recipe = meta["config"]["recipe"]
+            iterations, eval_every = int(recipe["iterations"]), int(recipe["eval_every"])
+            at = int(meta.get("iteration") or 0)
+            if not isinstance(meta.get("identity"), str):
+                raise KeyError("identity")
+        except (ValueError, KeyError, TypeError) as e:
+            return Health((f"meta.json lacks a valid {e} (status, identity, config.recipe)",))
+
+        rows, log_problem = self._parsed_log()
+        if log_problem:
+            problems.append(log_problem)
+        logged = [r["iteration"] for r in rows]
+        expected = schedule(iterations, eval_every)
+        files = meta.get("files") or {}
+        if status == RunStatus.FINISHED:
+            if logged != expected:
+                problems.append(f"log.csv has {len(logged)} of the {len(expected)} lines of a finished run "
+                                f"(last iteration {logged[-1] if logged else 'none'}, expected {iterations})")
+            if at != iterations:
+                problems.append(f"meta.json says iteration {at}, the recipe {iterations}")
+            if not self.model_path.exists():
+                problems.append("model.pt (the final weights) is missing")
+            for name in ("log.csv", "model.pt"):
+                if name in files and self.path.joinpath(name).exists() and sha256_file(self.path / name) != files[name]:
+                    problems.append(f"{name} is not the file the run wrote (its sha256 differs)")
+            final = meta.get("final") or {}
+            if rows and not log_problem and any(
+                    not _same(final.get(k), rows[-1].get(k)) for k in ("train_error", "test_error")):
+                problems.append("meta.json's final errors differ from the log's last line")
+        elif status == RunStatus.DIVERGED:
+            if logged != expected[:len(logged)] or not logged or logged[-1] != at:
+                problems.append(f"log.csv of a diverged run should end at iteration {at} with no gap")
+        else:  # running, interrupted, failed: resumable if the log covers the checkpoint
+            if logged[:len(expected)] != expected[:len(logged)]:
+                problems.append("log.csv has gaps or lines out of order")
+            covered = [i for i in expected if i <= at]
+            if self.has_checkpoint() and logged[:len(covered)] != covered:
+                problems.append(f"log.csv lacks lines the checkpoint (iteration {at}) covers: a resume would "
+                                "leave a gap")
+            prefix_sha = files.get("log_prefix")
+            if self.has_checkpoint() and prefix_sha and not log_problem:
+                prefix = self.log_prefix(at)
+                if prefix is None or hashlib.sha256(prefix).hexdigest() != prefix_sha:
+                    problems.append(f"log.csv up to iteration {at} is not what the run wrote (sha256 differs)")
+        return Health(tuple(problems))
+
+    def _parsed_log(self) -> tuple[list[dict[str, float]], str | None]:
+        """The log's rows as numbers, or the first thing wrong with it."""
+        try:
+            with open(self.log_path, newline="") as f:
+                reader = csv.DictReader(f)
+                header = reader.fieldnames or []
+                raw = list(reader)
+        except FileNotFoundError:
+            return [], None
+        except (OSError, csv.Error, UnicodeDecodeError) as e:
+            return [], f"log.csv is unreadable ({type(e).__name__}: {e})"
+        if missing := [c for c in LOG_COLUMNS if c not in header]:
+            return [], f"log.csv lacks the column(s) {', '.join(missing)}"
+        rows = []
+        for n, r in enumerate(raw, start=2):
+            try:
+                row = {c: float(r[c]) for c in header if c in LOG_COLUMNS or c in VAL_COLUMNS}
+                if None in r or not float(r["iteration"]).is_integer():
+                    raise ValueError("stray field")
+                row["iteration"] = int(row["iteration"])
+            except (TypeError, ValueError):
+                return [], f"log.csv line {n} does not parse"
+            rows.append(row)
+        logged = [r["iteration"] for r in rows]
+        if logged != sorted(set(logged)):
+            return rows, "log.csv iterations are not increasing"
+        return rows, None
+
+    def move_aside(self) -> Path:
+        """Move a damaged folder to ``<results>/.damaged/<experiment>/<name>.<n>`` (kept,
+        out of the reports' sight) and return where it went."""
+        base = self.results / ".damaged" / self.experiment
+        base.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while (base / f"{self.name}.{n}").exists():
+            n += 1
+        target = base / f"{self.name}.{n}"
+        shutil.move(str(self.path), str(target))
+        return target
+
     # ---- copying a finished run (the same identity in another experiment file)
     def copy_from(self, source: "RunDir") -> dict[str, Any]:
         """Make this folder a copy of the finished ``source``, recorded in meta.json."""
@@ -173,6 +325,29 @@ class RunDir:
     # ---- lock
     def lock(self, identity: str) -> "IdentityLock":
         return IdentityLock(self.results, identity)
+
+
+def publish_results(source: str | Path, dest: str | Path) -> int:
+    """Copy every run folder's results (meta.json, log.csv, model.pt; no checkpoint, lock
+    or temporary file) from one results tree to another: what a committed reference
+    reproduction keeps. Returns the number of runs copied."""
+    n = 0
+    for run in RunDir.all_in(source):
+        target = RunDir.for_run(dest, run.experiment, run.name)
+        target.path.mkdir(parents=True, exist_ok=True)
+        for f in (run.meta_path, run.log_path, run.model_path):
+            if f.exists():
+                shutil.copy2(f, target.path / f.name)
+        n += 1
+    return n
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        x, y = float(a), float(b)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return x == y or (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-9 * max(1.0, abs(x))
 
 
 class IdentityLock:

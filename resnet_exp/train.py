@@ -12,6 +12,7 @@ the resumed log is identical to an uninterrupted one. A second signal stops at o
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import platform
@@ -30,9 +31,15 @@ from .experiments import Recipe, RunSpec
 from .fileio import atomic_torch_save
 from .loader import DeviceSplits, TrainBatches, evaluate
 from .models import build_model
-from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus
+from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
 
 STOP_FILE_POLL_S = 1.0  # how often the loop looks for the driver's stop file
+
+# Divergence: a non-finite loss, or a training loss above DIVERGED_LOSS (about 40x the
+# 2.3 of a chance guess over 10 classes) on DIVERGED_LINES consecutive log lines. Such a
+# run is kept, marked "diverged", and the suite goes on.
+DIVERGED_LOSS = 100.0
+DIVERGED_LINES = 3
 
 
 class RunInterrupted(Exception):
@@ -124,6 +131,34 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def usable_checkpoint(run: RunDir, spec: RunSpec) -> dict[str, Any] | None:
+    """The run's checkpoint, if it is the one the run wrote and it loads; otherwise it is
+    moved aside (``checkpoint.pt.unusable-<n>``), the reason is kept in meta.json, and the
+    run starts again from the beginning. None when there is none."""
+    if not run.has_checkpoint():
+        return None
+    meta = run.read_meta() or {}
+    expected = (meta.get("files") or {}).get("checkpoint.pt")
+    try:
+        if expected and sha256_file(run.checkpoint_path) != expected:
+            raise ValueError("its sha256 is not the one recorded when it was written")
+        ckpt = load_checkpoint(run.checkpoint_path)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("iteration"), int):
+            raise ValueError("it does not hold a training state")
+        return ckpt
+    except Exception as e:  # truncated, corrupted, crafted, or not ours
+        n = 1
+        while run.path.joinpath(f"checkpoint.pt.unusable-{n}").exists():
+            n += 1
+        aside = run.checkpoint_path.rename(run.path / f"checkpoint.pt.unusable-{n}")
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        print(f"[{spec.name}] the checkpoint cannot be used ({reason}); moved to {aside.name}, "
+              "training again from the start", flush=True)
+        run.update_meta(checkpoint_problems=[*meta.get("checkpoint_problems", []),
+                                             {"moved_to": aside.name, "reason": reason}], iteration=0)
+        return None
+
+
 def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.device,
               dataset: dict[str, Any], identity: str, progress: bool = True,
               stop_file: str | os.PathLike | None = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -147,8 +182,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     warmup_end: int | None = None
     loss_sum, wrong, seen = zero(), zero(torch.long), 0        # since the last log line
     warm_wrong, warm_seen = zero(torch.long), 0                # since the last warm-up check
-    if run.has_checkpoint():
-        ckpt = load_checkpoint(run.checkpoint_path)
+    if (ckpt := usable_checkpoint(run, spec)) is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         batches.load_state_dict(ckpt["batches"])
@@ -157,8 +191,13 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
         loss_sum, wrong, seen = ckpt["interval"]["loss_sum"].to(device), ckpt["interval"]["wrong"].to(device), \
             ckpt["interval"]["seen"]
         warm_wrong, warm_seen = ckpt["warm_window"]["wrong"].to(device), ckpt["warm_window"]["seen"]
-        # The log may run ahead of the checkpoint: keep exactly the lines it covers.
+        # The log may run ahead of the checkpoint: keep exactly the lines it covers, and
+        # never resume into a log with a gap (the planner calls such a run damaged).
         rows = [row for row in run.read_log() if int(row["iteration"]) <= start]
+        covered = [i for i in schedule(r.iterations, r.eval_every) if i <= start]
+        if [int(row["iteration"]) for row in rows] != covered:
+            raise RuntimeError(f"{run.log_path} lacks lines the checkpoint (iteration {start}) covers; "
+                               "rerun with --retrain-damaged")
         print(f"[{spec.name}] resuming at iteration {start} ({len(rows)} log lines kept)", flush=True)
 
     meta = {**(run.read_meta() or {}), **_static_meta(spec, identity, n_params, dataset, device, where),
@@ -170,12 +209,17 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     run.write_meta(meta)
 
     def checkpoint(iteration: int, train_time: float) -> None:
+        """Checkpoint, then record in meta.json the checksums that tell it and the log
+        lines it covers from damaged copies."""
         atomic_torch_save({"iteration": iteration, "elapsed_s": elapsed + train_time, "warming_up": warming_up,
                            "warmup_end": warmup_end, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(), "batches": batches.state_dict(),
                            "interval": {"loss_sum": loss_sum, "wrong": wrong, "seen": seen},
                            "warm_window": {"wrong": warm_wrong, "seen": warm_seen}}, run.checkpoint_path)
-        meta.update(iteration=iteration, wall_time_s=round(elapsed + train_time, 1))
+        prefix = run.log_prefix(iteration) or b""
+        meta.update(iteration=iteration, wall_time_s=round(elapsed + train_time, 1),
+                    files={"checkpoint.pt": sha256_file(run.checkpoint_path),
+                           "log_prefix": hashlib.sha256(prefix).hexdigest()})
         run.write_meta(meta)
 
     # ---- train
@@ -184,6 +228,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
                dynamic_ncols=True, leave=True, mininterval=2.0)
     model.train()
     status = RunStatus.RUNNING
+    high_loss = 0  # consecutive log lines with a training loss above DIVERGED_LOSS
     with StopRequest(stop_file) as stop:
         for it in range(start, r.iterations):
             if stop.requested:  # checkpoint mid-interval: the running sums go with it
@@ -235,7 +280,9 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
             loss_sum.zero_(), wrong.zero_()
             seen = 0
 
-            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])):
+            high_loss = high_loss + 1 if row["train_loss"] > DIVERGED_LOSS else 0
+            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])) \
+                    or high_loss >= DIVERGED_LINES:
                 status = RunStatus.DIVERGED
                 break
             if done or time.perf_counter() - last_ckpt >= r.checkpoint_every_s:
@@ -247,6 +294,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     if status == RunStatus.RUNNING:
         status = RunStatus.FINISHED
         atomic_torch_save(model.state_dict(), run.model_path)
+        meta["files"] = {"log.csv": sha256_file(run.log_path), "model.pt": sha256_file(run.model_path)}
     final = rows[-1] if rows else {}
     meta.update(status=status.value, iteration=int(final.get("iteration", start)), wall_time_s=round(elapsed, 1),
                 warmup_end_iteration=warmup_end, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

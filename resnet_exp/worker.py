@@ -82,6 +82,10 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
     if not lock.acquire():
         return Outcome(job, "locked", where=where)
     try:
+        # Holding the identity's lock, nobody else writes this folder: what a killed atomic
+        # write left behind (.<name>.<random>.tmp) can go.
+        for orphan in job.run.path.glob(".*.tmp"):
+            orphan.unlink(missing_ok=True)
         # Another driver may have finished this identity since the plan was made.
         if (done := finished_by_identity(job.run.results).get(job.identity)) is not None:
             if done != job.run:
@@ -105,8 +109,11 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
     except Exception as e:  # one broken run must not stop the others
         traceback.print_exc()
         error = f"{type(e).__name__}: {e}"
-        meta = job.run.update_meta(status=RunStatus.FAILED.value, error=error, identity=job.identity,
-                                   config=job.spec.config())
+        try:
+            meta = job.run.update_meta(status=RunStatus.FAILED.value, error=error, identity=job.identity,
+                                       config=job.spec.config())
+        except OSError:  # a full or read-only disk: the error says which file
+            meta = job.run.read_meta() or {}
         print(f"[{job.spec.label}] FAILED: {error}; its checkpoint (if any) is kept, the suite goes on", flush=True)
         return Outcome(job, RunStatus.FAILED.value, meta, where, error=error)
     finally:

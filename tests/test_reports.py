@@ -38,13 +38,16 @@ def built_reports(tmp_path_factory, tiny_tar):
                         "plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
                         "resnet110", "resnet20-B", "resnet56-B", "preresnet110", "plain110"])
     # resnet56-noaug (ablations) and resnet1202 (opt-in) stay untrained: reports must list the former as missing
-    # an unfinished run: drop the last log line and mark it running
+    # an unfinished run, consistent (interrupted at its first log line, no checkpoint kept)
     run = next((root / "results" / "figure6").glob("resnet56-*"))
     meta = json.loads((run / "meta.json").read_text())
-    meta["status"] = "running"
+    meta.update(status="interrupted", iteration=2)
+    meta.pop("files")
     (run / "meta.json").write_text(json.dumps(meta))
     log = (run / "log.csv").read_text().splitlines()
     (run / "log.csv").write_text("\n".join(log[:-1]) + "\n")
+    (run / "checkpoint.pt").unlink()
+    (run / "model.pt").unlink()
     index = build_reports(results=root / "results", out=root / "out", experiments_dir=exp_dir)
     return root, index
 
@@ -57,7 +60,7 @@ def test_results_and_table6(built_reports):
     t = table6(res.experiment("figure6").runs).set_index("network")
     assert t.loc["resnet20", "test error % (paper)"] == "8.75"
     assert t.loc["plain20", "test error % (paper)"] == "-" and "no test-error number" in t.loc["plain20", "note"]
-    assert t.loc["resnet56", "status"] == "running"
+    assert t.loc["resnet56", "status"] == "interrupted"
 
 
 def test_every_report_is_written_with_provenance(built_reports):
@@ -72,7 +75,7 @@ def test_every_report_is_written_with_provenance(built_reports):
         assert "import matplotlib" not in page                               # code hidden
     assert (out / "figure6" / "figure6.png").exists() and (out / "table6" / "table6.csv").exists()
     figure6 = (out / "figure6.html").read_text()
-    assert "Unfinished runs" in figure6 and "resnet56 (seed 1): running" in figure6
+    assert "Unfinished runs" in figure6 and "resnet56 (seed 1): interrupted" in figure6
     ablations = (out / "ablations.html").read_text()
     assert "resnet56-noaug" in ablations  # the untrained row is listed as missing
     csv = pd.read_csv(out / "ablations" / "ablations.csv")
