@@ -3,53 +3,88 @@
 # (figure1, figure6, ablations), build the HTML reports, print the index's path.
 # Safe to rerun and to interrupt: finished runs are skipped, interrupted ones resume.
 #
-#   ./run_all.sh                       # paper profile on a GPU, quick on a CPU
-#   ./run_all.sh --profile smoke       # a few minutes on a laptop: checks the plumbing
-#   ./run_all.sh --data PATH           # a CIFAR-10 folder or archive (or RESNET_EXP_DATA)
-#   ./run_all.sh --only plain20 plain56 --device cuda --results DIR --out DIR
+# Options (defaults in brackets):
+#   --profile paper|quick|smoke   recipe [paper with CUDA, quick without; or $PROFILE]
+#   --data PATH                   a CIFAR-10 folder or archive [$RESNET_EXP_DATA, else data/]
+#   --only NAME ...               only these rows [every row that is not opt-in]
+#   --device auto|cpu|cuda        [auto]
+#   --results DIR                 [results/, or results-mini/ for the bundled mini subset]
+#   --out DIR                     reports [reports/]
+#   --all                         the whole reproduction even without CUDA [figure1 only on a CPU]
+#   --include-opt-in              also the opt-in rows (resnet1202, ...)
+#   --retrain-damaged             train damaged runs again (old folders kept in .damaged/)
+#   --executor local|pool|ray     [local: one run after another]
+#   --workers N                   pool on the CPU: N runs at a time [1]
+#   --gpus all|0,1,3              pool on GPUs [none]
+#   --runs-per-gpu K              runs sharing a GPU (pool, ray) [1]
+#   --ray-address auto|ADDR       an existing Ray cluster [a local Ray instance]
+#   --cpus-per-run C              Ray: CPUs each run reserves [1]
+#   --threads N                   torch threads per run [CPUs / runs at a time]
+#
+# Examples:
+#   ./run_all.sh                                   # the default for this machine
+#   ./run_all.sh --profile smoke                   # a few minutes: checks the plumbing
+#   ./run_all.sh --gpus all --runs-per-gpu 4       # every GPU, 4 runs on each
+#   ./run_all.sh --executor ray --ray-address auto # a Ray cluster (see README)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die() { echo "run_all.sh: $1" >&2; echo "run ./run_all.sh --help for the options" >&2; exit 2; }
+# an option's value: present, and not another option
+value() { [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1 needs a value"; printf '%s' "$2"; }
 
 PROFILE="${PROFILE:-}"
 DATA="${RESNET_EXP_DATA:-}"
 RESULTS=""
 OUT="reports"
 PASS=()
+EXTRAS=""
+ALL=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --profile) PROFILE="$2"; shift 2 ;;
-        --data) DATA="$2"; shift 2 ;;
-        --results) RESULTS="$2"; shift 2 ;;
-        --out) OUT="$2"; shift 2 ;;
-        --device) PASS+=(--device "$2"); shift 2 ;;
-        --include-opt-in) PASS+=(--include-opt-in); shift ;;
-        --only) shift; PASS+=(--only); while [ $# -gt 0 ] && [[ "$1" != --* ]]; do PASS+=("$1"); shift; done ;;
+        --profile) PROFILE="$(value "$@")"; shift 2 ;;
+        --data) DATA="$(value "$@")"; shift 2 ;;
+        --results) RESULTS="$(value "$@")"; shift 2 ;;
+        --out) OUT="$(value "$@")"; shift 2 ;;
+        --device|--workers|--gpus|--runs-per-gpu|--ray-address|--cpus-per-run|--threads)
+            PASS+=("$1" "$(value "$@")"); shift 2 ;;
+        --executor) v="$(value "$@")"; PASS+=(--executor "$v"); [ "$v" = ray ] && EXTRAS=ray; shift 2 ;;
+        --include-opt-in|--retrain-damaged) PASS+=("$1"); shift ;;
+        --all) ALL=1; shift ;;
+        --only) [ $# -ge 2 ] && [[ "$2" != --* ]] || die "--only needs at least one row name"
+            ALL=1; shift; PASS+=(--only); while [ $# -gt 0 ] && [[ "$1" != --* ]]; do PASS+=("$1"); shift; done ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "run_all.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+        *) die "unknown argument '$1'" ;;
     esac
 done
 
-# 1. set-up: the same .venv as ./run_tests.sh
+# 1. set-up: the same .venv as ./run_tests.sh (plus Ray for --executor ray)
+export EXTRAS
 source scripts/setup_venv.sh
 
-# 2. profile: paper where CUDA is available, quick otherwise
-if [ -z "$PROFILE" ]; then
-    PROFILE="$("$PY" -c 'import torch; print("paper" if torch.cuda.is_available() else "quick")')"
+# 2. the job: everything with CUDA; on a CPU, Figure 1 (what fits in about an hour on a
+#    laptop and still shows the degradation), the rest listed with its cost and --all
+CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
+for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
+ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml)
+if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ]; then
+    FILES=("${ALL_FILES[@]}"); LEFT=()
+else
+    FILES=(experiments/figure1.yaml); LEFT=("${ALL_FILES[@]:1}")
 fi
-echo "[run_all] profile: $PROFILE"
+if [ -z "$PROFILE" ]; then
+    PROFILE="$([ "$CUDA" = 1 ] && echo paper || echo quick)"
+fi
+echo "[run_all] profile: $PROFILE; experiments: ${FILES[*]}"
 
 # 3. data: the real CIFAR-10 (data/ or torchvision's download), else the bundled mini subset
 MINI=0
 if [ -z "$DATA" ]; then
-    probe_log="$(mktemp)"
-    if ! "$PY" -c 'from resnet_exp.data import load_cifar10; load_cifar10(None)' >"$probe_log" 2>&1; then
-        cat "$probe_log"
+    if ! "$PY" -m resnet_exp data; then
         DATA="assets/cifar10-mini-jpeg.tar.gz"
         MINI=1
     fi
-    rm -f "$probe_log"
 fi
 if [ "$MINI" = 1 ]; then
     cat <<'BANNER'
@@ -66,11 +101,19 @@ BANNER
 fi
 RESULTS="${RESULTS:-$([ "$MINI" = 1 ] && echo results-mini || echo results)}"
 
-# 4. train (finished runs are skipped)
+# 4. train (finished runs are skipped). Ctrl-C: the runs checkpoint and stop within a few
+#    seconds; a second Ctrl-C stops at once. Either way, no reports are built.
+trap 'INTERRUPTED=1' INT TERM
+INTERRUPTED=0
 status=0
-"$PY" -m resnet_exp run experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml \
-    --profile "$PROFILE" --results "$RESULTS" ${DATA:+--data "$DATA"} ${PASS[@]+"${PASS[@]}"} || status=$?
-if [ "$status" -eq 2 ]; then
+"$PY" -m resnet_exp run "${FILES[@]}" --profile "$PROFILE" --results "$RESULTS" ${DATA:+--data "$DATA"} \
+    ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} ${PASS[@]+"${PASS[@]}"} || status=$?
+trap - INT TERM
+if [ "$status" -eq 130 ] || [ "$INTERRUPTED" = 1 ]; then
+    echo "[run_all] interrupted: finished runs are kept and interrupted ones resume where they stopped;" \
+         "run ./run_all.sh again to go on (reports: python -m resnet_exp report --results $RESULTS)" >&2
+    exit 130
+elif [ "$status" -eq 2 ]; then
     exit 2  # bad input (experiment file, dataset): the message above says what to fix
 elif [ "$status" -ne 0 ]; then
     echo "[run_all] some runs failed (exit $status); building the reports from what there is" >&2

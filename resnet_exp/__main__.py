@@ -24,6 +24,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .experiments import select_runs
+
+    # every file and row is checked before torch is imported: a mistake is reported at once
+    for profile in [args.profile] if args.profile else ["paper", "quick"]:
+        select_runs(args.experiments, profile, args.only, args.include_opt_in)
     from .runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
@@ -31,10 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                             threads=args.threads)
     return run_experiments(args.experiments, profile=args.profile, only=args.only, data=args.data,
                            results=args.results, device=args.device, include_opt_in=args.include_opt_in,
-                           dry_run=args.dry_run, executor=choice)
+                           dry_run=args.dry_run, executor=choice, left_out=args.left_out,
+                           left_out_hint=args.left_out_hint, retrain_damaged=args.retrain_damaged)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(f"--results {args.results}: no such folder; train first (./run_all.sh or "
+                                "python -m resnet_exp run ...) or point --results at a results folder")
     from .report import build_reports
 
     index = build_reports(results=args.results, out=args.out, experiments_dir=args.experiments_dir)
@@ -51,6 +62,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         run_bench(models=args.models, iters=args.iters, device=args.device, out=args.out, profile=args.profile,
                   workers=args.workers, data=args.data)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import DatasetError, load_cifar10
+
+    try:
+        ds = load_cifar10(args.data, data_dir=args.data_dir, verbose=False)
+    except DatasetError as e:  # an expected condition (no network, say): its message, no traceback
+        print(e, file=sys.stderr)
+        return 2
+    p = ds.provenance
+    print(f"{p['name']}: {p['n_train']:,} train / {p['n_test']:,} test images from {p['path']} "
+          f"(sha256 {p['sha256'][:16]}...)" + (f"\nWARNING: {p['warning']}" if p.get("warning") else ""))
     return 0
 
 
@@ -88,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if any)")
     r.add_argument("--include-opt-in", action="store_true", help="also run rows marked opt_in")
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
+    r.add_argument("--retrain-damaged", action="store_true",
+                   help="train damaged runs again (their folders are moved to <results>/.damaged/, kept)")
+    r.add_argument("--left-out", nargs="+", default=None, metavar="FILE",
+                   help="experiment files left out on purpose: the plan lists them with their cost here")
+    r.add_argument("--left-out-hint", default="", help="how to run the left-out files (printed with them)")
     r.add_argument("--executor", default="local", choices=["local", "pool", "ray"],
                    help="local: one run after another; pool: several processes (--workers / --gpus); "
                         "ray: Ray tasks on this machine or a cluster")
@@ -123,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", default=None, help="CIFAR-10 source (default: data/, else synthetic images)")
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("data", help="find, check and cache CIFAR-10; say where it came from", formatter_class=fmt,
+                       epilog="example: python -m resnet_exp data --data cifar10-jpeg-q75.tar.gz")
+    d.add_argument("--data", default=None, help="CIFAR-10 source (default: $RESNET_EXP_DATA, else data/)")
+    d.add_argument("--data-dir", default="data", help="where torchvision's download and the cache live")
+    d.set_defaults(func=cmd_data)
 
     mm = sub.add_parser("make-mini", help="build the bundled mini CIFAR-10 subset from an image-folder archive",
                         formatter_class=fmt, epilog="example: python -m resnet_exp make-mini cifar10-jpeg-q75.tar.gz")

@@ -72,8 +72,8 @@ class Recipe(BaseModel):
     augment: bool = Field(description="pad-4 random crop + horizontal flip")
     val_split: int = Field(ge=0, description="hold out this many training images (e.g. 5000) as val, "
                                              "a multiple of 10 (balanced per class)")
-    train_per_class: int | None = Field(ge=1, description="use only this many training images per class")
-    test_per_class: int | None = Field(ge=1, description="use only this many test images per class")
+    train_per_class: int | None = Field(ge=1, description="use at most this many training images per class")
+    test_per_class: int | None = Field(ge=1, description="use at most this many test images per class")
     precision: Literal["fp32", "bf16"] = Field(description="fp32, or bf16 autocast (GPU speed-up)")
     eval_every: int = Field(ge=1, description="iterations between log lines (test evaluations)")
     checkpoint_every_s: float = Field(ge=0, description="seconds of training between checkpoints")
@@ -239,7 +239,20 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Recipe]:
     return out
 
 
-def load_experiment(path: str | Path, profile: str) -> list[RunSpec]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_experiment(path: str | Path, profile: str, check_baselines: bool = True) -> list[RunSpec]:
     """Every run of one experiment file under one profile; ExperimentError on any mistake."""
     path = Path(path)
     profiles = load_profiles()
@@ -248,7 +261,7 @@ def load_experiment(path: str | Path, profile: str) -> list[RunSpec]:
     if not path.exists():
         raise ExperimentError(f"{path}: no such experiment file")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ExperimentError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not doc["rows"]:
@@ -275,7 +288,43 @@ def load_experiment(path: str | Path, profile: str) -> list[RunSpec]:
             raise ExperimentError(f"{s.source}: run name {s.name!r} (seed {s.seed}) is already used by "
                                   f"{seen[(s.name, s.seed)]}; give one of them a distinct 'name'")
         seen[(s.name, s.seed)] = s.source
+    if check_baselines:
+        _check_baselines(specs, path, profile)
     return specs
+
+
+def _check_baselines(specs: list[RunSpec], path: Path, profile: str) -> None:
+    """Every ``baseline: experiment/name`` names a row of experiments/<experiment>.yaml."""
+    names: dict[str, set[str]] = {path.stem: {s.name for s in specs}}
+    for s in specs:
+        if s.baseline is None:
+            continue
+        experiment, name = s.baseline.split("/")
+        if experiment not in names:
+            other = path.with_name(f"{experiment}.yaml")
+            if not other.exists():
+                raise ExperimentError(f"{s.source}: key 'baseline' {s.baseline!r}: there is no experiment file "
+                                      f"{other}; valid experiments: "
+                                      f"{', '.join(sorted(p.stem for p in path.parent.glob('*.yaml')))}")
+            names[experiment] = {o.name for o in load_experiment(other, profile, check_baselines=False)}
+        if name not in names[experiment]:
+            raise ExperimentError(f"{s.source}: key 'baseline' {s.baseline!r}: {experiment} has no row named "
+                                  f"{name!r}; its rows: {', '.join(sorted(names[experiment]))}")
+
+
+def check_against_data(specs: list[RunSpec], n_train: int, n_test: int) -> None:
+    """The checks that need the dataset's size, right after it loads, naming row and key."""
+    for s in specs:
+        r = s.recipe
+        if r.val_split >= n_train:
+            raise ExperimentError(f"{s.source}: key 'val_split' {r.val_split} leaves no training images "
+                                  f"(the dataset has {n_train:,})")
+        available = n_train - r.val_split
+        # train_per_class / test_per_class are upper bounds ("at most"): smoke runs on any dataset
+        train = min(r.train_per_class * N_CLASSES, available) if r.train_per_class else available
+        if r.batch_size > train:
+            raise ExperimentError(f"{s.source}: key 'batch_size' {r.batch_size} exceeds the {train:,} training "
+                                  "images this run has")
 
 
 def _check_keys(row: dict[str, Any], where: str) -> None:
@@ -302,3 +351,24 @@ def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str
     return [RunSpec(experiment=experiment, name=name, model=r.model, shortcut=shortcut, seed=seed, recipe=recipe,
                     profile=profile, group=r.group, opt_in=r.opt_in, note=r.note, baseline=r.baseline,
                     zero_init_residual=r.zero_init_residual, source=where) for seed in seeds]
+
+
+def select_runs(files: list[str], profile: str, only: list[str] | None = None,
+                include_opt_in: bool = False) -> list[RunSpec]:
+    """Every run of every file, validated, then narrowed by --only / opt-in."""
+    specs: list[RunSpec] = []
+    stems: dict[str, str] = {}
+    for f in files:
+        stem = Path(f).stem
+        if stem in stems and Path(stems[stem]).resolve() != Path(f).resolve():
+            raise ExperimentError(f"{f} and {stems[stem]}: two experiment files named {stem!r} would share "
+                                  f"results/{stem}/; rename one")
+        stems[stem] = f
+        specs.extend(load_experiment(f, profile))
+    if only:
+        unknown = set(only) - {s.name for s in specs}
+        if unknown:
+            raise ExperimentError(f"--only {' '.join(sorted(unknown))}: no such row; rows are "
+                                  f"{', '.join(dict.fromkeys(s.name for s in specs))}")
+        return [s for s in specs if s.name in only]
+    return [s for s in specs if include_opt_in or not s.opt_in]

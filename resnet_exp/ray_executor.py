@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import uuid
 from pathlib import Path
@@ -103,6 +104,8 @@ class RayExecutor:
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         ray = _import_ray()
         started_here = not ray.is_initialized()
+        # every run's [start] line matters; Ray would fold lines that differ only in names
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         if started_here:
             ray.init(address=self.address, include_dashboard=False, configure_logging=False, log_to_driver=True)
         try:

@@ -10,6 +10,8 @@ Results: ``<results>/<experiment>/<run name>-s<seed>-<identity>/`` (rundir.RunDi
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,10 @@ import torch
 
 from .data import DatasetError, load_cifar10
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
-from .experiments import ExperimentError, RunSpec, load_experiment
+from .experiments import RunSpec, check_against_data, select_runs
 from .models import build_model
 from .plan import Action, Job, Plan, make_plan
-from .rundir import RunDir
+from .rundir import RETRAIN_HINT, RunDir
 from .train import make_optimizer, make_train_step
 from .worker import Outcome, WorkerContext
 
@@ -39,28 +41,6 @@ def pick_device(device: str) -> torch.device:
 
 def default_profile(device: torch.device) -> str:
     return "paper" if device.type == "cuda" else "quick"
-
-
-# --------------------------------------------------------------------------- select
-def select_runs(files: list[str], profile: str, only: list[str] | None = None,
-                include_opt_in: bool = False) -> list[RunSpec]:
-    """Every run of every file, validated, then narrowed by --only / opt-in."""
-    specs: list[RunSpec] = []
-    stems: dict[str, str] = {}
-    for f in files:
-        stem = Path(f).stem
-        if stem in stems and Path(stems[stem]).resolve() != Path(f).resolve():
-            raise ExperimentError(f"{f} and {stems[stem]}: two experiment files named {stem!r} would share "
-                                  f"results/{stem}/; rename one")
-        stems[stem] = f
-        specs.extend(load_experiment(f, profile))
-    if only:
-        unknown = set(only) - {s.name for s in specs}
-        if unknown:
-            raise ExperimentError(f"--only {' '.join(sorted(unknown))}: no such row; rows are "
-                                  f"{', '.join(dict.fromkeys(s.name for s in specs))}")
-        return [s for s in specs if s.name in only]
-    return [s for s in specs if include_opt_in or not s.opt_in]
 
 
 # --------------------------------------------------------------------------- estimate
@@ -82,20 +62,42 @@ def time_per_step(model_name: str, batch_size: int, device: torch.device, budget
     return (time.perf_counter() - t0) / n
 
 
-def estimate_seconds(jobs: list[Job], device: torch.device, n_test: int) -> dict[Job, float]:
-    """Training plus evaluation time of each job here, from each distinct model's
-    measured step time (an evaluation image costs about a third of a training image)."""
-    step_s: dict[tuple[str, int], float] = {}
-    out = {}
-    for job in jobs:
+class Estimator:
+    """Time of runs here: each distinct model's training step is timed for a few steps
+    (``time_per_step``); an evaluation image costs about a third of a training image.
+    ``scaled`` estimates models not timed from the timed ones' seconds per FLOP."""
+
+    def __init__(self, device: torch.device, n_test: int) -> None:
+        self.device, self.n_test = device, n_test
+        self.step_s: dict[tuple[str, int], float] = {}
+
+    def _run_seconds(self, job: Job, step_s: float) -> float:
         r = job.spec.recipe
-        key = (job.spec.model, r.batch_size)
-        if key not in step_s:
-            step_s[key] = time_per_step(*key, device)
-        test_images = (r.test_per_class * 10) if r.test_per_class else n_test
+        test_images = (r.test_per_class * 10) if r.test_per_class else self.n_test
         evals = job.remaining_iterations // r.eval_every + 1
-        out[job] = step_s[key] * (job.remaining_iterations + evals * test_images / r.batch_size / 3)
-    return out
+        return step_s * (job.remaining_iterations + evals * test_images / r.batch_size / 3)
+
+    def timed(self, jobs: list[Job]) -> dict[Job, float]:
+        out = {}
+        for job in jobs:
+            key = (job.spec.model, job.spec.recipe.batch_size)
+            if key not in self.step_s:
+                self.step_s[key] = time_per_step(*key, self.device)
+            out[job] = self._run_seconds(job, self.step_s[key])
+        return out
+
+    def scaled(self, jobs: list[Job]) -> float:
+        """Total seconds, by FLOPs from the models timed so far (timing one more if none)."""
+        from .models import model_info
+
+        if not jobs:
+            return 0.0
+        if not self.step_s:
+            self.timed(jobs[:1])
+        flops = functools.lru_cache(maxsize=None)(lambda m: model_info(m)["flops"])
+        per_flop = sorted(s / (flops(m) * b) for (m, b), s in self.step_s.items())
+        rate = per_flop[len(per_flop) // 2]  # seconds per (forward FLOP x image), the median
+        return sum(self._run_seconds(j, rate * flops(j.spec.model) * j.spec.recipe.batch_size) for j in jobs)
 
 
 def fmt_time(s: float) -> str:
@@ -136,9 +138,14 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
                     data: str | None = None, results: str = "results", device: str = "auto",
                     include_opt_in: bool = False, dry_run: bool = False, progress: bool = True,
                     data_dir: str | Path = "data", executor: ExecutorChoice = ExecutorChoice(),
-                    estimate: bool = True) -> int:
+                    estimate: bool = True, left_out: list[str] | None = None, left_out_hint: str = "",
+                    retrain_damaged: bool = False) -> int:
     """The `run` command. Returns the exit code: 0 when every run finished or diverged,
-    1 when one failed, 130 when interrupted."""
+    1 when one failed, 130 when interrupted.
+
+    ``left_out``: experiment files this invocation leaves out on purpose (run_all.sh's CPU
+    default); the plan says what they are, what they would cost here, and ``left_out_hint``
+    (the flag that runs them)."""
     dev = pick_device(device)
     profile = profile or default_profile(dev)
     specs = select_runs(files, profile, only, include_opt_in)
@@ -148,19 +155,28 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     except DatasetError as e:
         raise DatasetError(f"{e}\nNothing was trained; results already in {results}/ are untouched.") from None
     prov = dataset.provenance
+    check_against_data(specs, prov["n_train"], prov["n_test"])
     print(f"[data] {prov['name']}: {prov['n_train']:,} train / {prov['n_test']:,} test images, "
           f"sha256 {prov['sha256'][:16]}..., from {prov['path']}")
     if prov.get("warning"):
         print(f"[data] WARNING: {prov['warning']}")
 
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
-    plan = make_plan(specs, results_dir, prov["sha256"])
+    plan = make_plan(specs, results_dir, prov["sha256"], retrain_damaged)
     runner, slots = executor.build(dev, progress)
-    eta = estimate_seconds(plan.jobs, dev, prov["n_test"]) if (estimate and plan.jobs) else {}
+    estimator = Estimator(dev, prov["n_test"])
+    eta = estimator.timed(plan.jobs) if (estimate and plan.jobs) else {}
     print_plan(plan, eta, profile, dev, executor, slots)
+    if left_out:
+        print_left_out(make_plan(select_runs(left_out, profile, None, include_opt_in), results_dir, prov["sha256"]),
+                       estimator if estimate else None, left_out_hint)
     if dry_run:
         return 0
 
+    check_writable(results_dir)
+    for p in plan.damaged:  # only RETRAIN reaches here with a job; DAMAGED is left as it is
+        if p.action == Action.RETRAIN:
+            print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, training it again")
     for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
         p.run.copy_from(p.source)
         print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
@@ -176,7 +192,26 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
         print("\ninterrupted: finished runs are kept; interrupted runs resume from their checkpoint "
               "on the next invocation")
         return EXIT_INTERRUPTED
+    if plan.count(Action.DAMAGED):
+        print(f"\n{plan.count(Action.DAMAGED)} damaged run(s) were left as they are: {RETRAIN_HINT}")
+        return EXIT_FAILED
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
+
+
+class ResultsNotWritable(ValueError):
+    """The results folder cannot be written: nothing is trained."""
+
+
+def check_writable(results: Path) -> None:
+    """Fail before training, naming the folder, rather than on the first checkpoint."""
+    probe = results / ".locks" / f".write-probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as e:
+        raise ResultsNotWritable(f"the results folder {results} cannot be written ({e.strerror or e}); nothing "
+                                 "was trained. Fix its permissions or free space, or pass --results DIR") from None
 
 
 def print_plan(plan: Plan, eta: dict[Job, float], profile: str, device: torch.device,
@@ -193,13 +228,28 @@ def print_plan(plan: Plan, eta: dict[Job, float], profile: str, device: torch.de
         extra = f"~{fmt_time(by_run[p.run])}" if p.run in by_run else ""
         print(f"  {p.spec.experiment + '/' + p.spec.name:<32} seed {p.spec.seed:<3} "
               f"{p.spec.recipe.iterations:>6} it  {what:<36} {extra}")
+    for p in plan.damaged:
+        fix = "moved aside and trained again" if p.action == Action.RETRAIN else RETRAIN_HINT
+        print(f"  DAMAGED {p.run.path}: {p.problems}. Fix: {fix}")
     total = sum(eta.values())
     print(f"  {len(plan.jobs)} to train, {plan.count(Action.REUSE, Action.SAME_AS)} reused from an identical run, "
-          f"{plan.count(Action.FINISHED, Action.DIVERGED)} already done")
+          f"{plan.count(Action.FINISHED, Action.DIVERGED)} already done"
+          + (f", {plan.count(Action.DAMAGED)} damaged (not trained)" if plan.count(Action.DAMAGED) else ""))
     if eta:
         wall = f"; about {fmt_time(total / slots)} with {slots} at a time if they scale" if slots > 1 else ""
         print(f"  ESTIMATED TIME: {fmt_time(total)} of training on {device}{wall} "
               f"(each model timed here for a few steps)\n")
+
+
+def print_left_out(plan: Plan, estimator: Estimator | None, hint: str) -> None:
+    """What this default leaves out here, what it would cost, and how to run it anyway."""
+    files = ", ".join(f"{e} ({n} runs)" for e, n in
+                      sorted({p.spec.experiment: sum(q.spec.experiment == p.spec.experiment for q in plan.runs)
+                              for p in plan.runs}.items()))
+    cost = f"; they would take about {fmt_time(estimator.scaled(plan.jobs))} here" if estimator else ""
+    todo = f"{len(plan.jobs)} to train, {len(plan.runs) - len(plan.jobs)} already done or reused"
+    print(f"  LEFT OUT on this device: {files}: {todo}{cost} (scaled by FLOPs from the models timed above)."
+          f"{' Run them anyway with ' + hint if hint else ''}\n")
 
 
 def print_summary(plan: Plan, outcomes: list[Outcome]) -> None:

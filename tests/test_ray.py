@@ -6,6 +6,7 @@ runs this file again under ``unshare -n`` and the tests marked ``ray`` skip anyw
 """
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -86,6 +87,10 @@ def kw(tiny_tar, tmp_path):
 def two_node_cluster(tmp_path):
     """A head and a second node, each its own `ray start`, on 127.0.0.1."""
     ray_cli = str(Path(sys.executable).parent / "ray")
+    # Ray authenticates cluster members with a token: one for this cluster, for both nodes and
+    # the driver (this process), so nothing depends on what ~/.ray holds
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    os.environ.update(token)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     subprocess.run([ray_cli, "start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", *common],
@@ -96,6 +101,8 @@ def two_node_cluster(tmp_path):
         yield f"127.0.0.1:{RAY_PORT}"
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for key in token:
+            os.environ.pop(key, None)
 
 
 @pytest.mark.ray

@@ -1,13 +1,28 @@
 """Network builders. Start at ``registry.py``: one table maps every name to a builder.
 
+- ``names.py``    model names, families, depths, shortcut options (no torch: fast checks)
 - ``blocks.py``   block types (``BLOCKS``) and shortcut options A/B/C
 - ``cifar.py``    the paper's 6n+2-layer CIFAR-10 networks
 - ``imagenet.py`` the paper's ImageNet networks, torchvision-compatible
+
+The builders import torch on first use (PEP 562), so ``parse_model_name`` and the
+experiment validator answer without it.
 """
 
-from .blocks import BLOCKS, SHORTCUT_OPTIONS
-from .registry import (FAMILIES, build_model, list_models, model_info, parse_model_name,
-                       resolve_shortcut, response_modules)
+from typing import Any
+
+from .names import FAMILIES, SHORTCUT_OPTIONS, parse_model_name, resolve_shortcut
+
+_LAZY = {"BLOCKS": ".blocks", "build_model": ".registry", "list_models": ".registry",
+         "model_info": ".registry", "response_modules": ".registry"}
 
 __all__ = ["BLOCKS", "SHORTCUT_OPTIONS", "FAMILIES", "build_model", "list_models", "model_info",
            "parse_model_name", "resolve_shortcut", "response_modules"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

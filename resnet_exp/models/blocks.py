@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .names import BLOCK_CONVS, SHORTCUT_OPTIONS  # noqa: F401  (re-exported)
+
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
@@ -64,7 +66,6 @@ def projection(in_planes: int, out_planes: int, stride: int, with_bn: bool = Tru
     return nn.Sequential(*layers)
 
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
 
 
 def make_shortcut(option: str | None, in_planes: int, out_planes: int, stride: int,
@@ -97,7 +98,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
-    convs_per_block = 2
+    convs_per_block = BLOCK_CONVS["basic"]
     pre_activation = False
     projection_bn = True
 
@@ -129,7 +130,7 @@ class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (carrying the stride, torchvision's "v1.5"), 1x1 expand x4."""
 
     expansion = 4
-    convs_per_block = 3
+    convs_per_block = BLOCK_CONVS["bottleneck"]
     pre_activation = False
     projection_bn = True
 
@@ -171,7 +172,7 @@ class PreActBlock(nn.Module):
     """
 
     expansion = 1
-    convs_per_block = 2
+    convs_per_block = BLOCK_CONVS["preact"]
     pre_activation = True  # the net's stem has no BN; its head adds BN+ReLU before pooling
     projection_bn = False
 

@@ -16,19 +16,9 @@ import torch
 from torch import nn
 
 from .blocks import conv3x3, he_init, make_stage, zero_init_last_bn
+from .names import blocks_per_stage
 
 STAGE_WIDTHS = (16, 32, 64)
-
-
-def blocks_per_stage(depth: int, convs_per_block: int) -> int:
-    """n for a depth, or ValueError naming the valid depths."""
-    per_n = 3 * convs_per_block
-    if depth < per_n + 2 or (depth - 2) % per_n:
-        examples = ", ".join(str(per_n * n + 2) for n in (1, 3, 5, 7, 9, 18, 200))
-        raise ValueError(
-            f"depth {depth} is not {per_n}n+2 for this block type; valid depths are "
-            f"{per_n}n+2 for n >= 1: {examples}, ...")
-    return (depth - 2) // per_n
 
 
 class CifarNet(nn.Module):

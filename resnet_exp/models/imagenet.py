@@ -11,18 +11,9 @@ import torch
 from torch import nn
 
 from .blocks import he_init, make_stage, zero_init_last_bn
+from .names import IMAGENET_LAYOUTS  # noqa: F401  (re-exported)
 
 STAGE_PLANES = (64, 128, 256, 512)
-
-# depth -> (block name, blocks per stage): the rows of the paper's Table 1.
-IMAGENET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
-
 
 class ImageNetNet(nn.Module):
     """7x7/2 conv stem, 3x3/2 max-pool, four stages, global average pool, FC."""

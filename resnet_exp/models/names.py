@@ -1,0 +1,110 @@
+"""Model names without torch: the table of families, depths and shortcut options.
+
+Validating an experiment row needs only this module, so a bad row is reported in well
+under a second, before torch is imported. ``registry.py`` builds the networks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SHORTCUT_OPTIONS = ("A", "B", "C")
+
+# block name -> convs per block (the block classes in blocks.py read their count from here;
+# a new block type adds a row here and a class to blocks.BLOCKS)
+BLOCK_CONVS: dict[str, int] = {"basic": 2, "bottleneck": 3, "preact": 2}
+
+# depth -> (block name, blocks per stage): the rows of the paper's Table 1.
+IMAGENET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+def blocks_per_stage(depth: int, convs_per_block: int) -> int:
+    """n for a depth, or ValueError naming the valid depths."""
+    per_n = 3 * convs_per_block
+    if depth < per_n + 2 or (depth - 2) % per_n:
+        examples = ", ".join(str(per_n * n + 2) for n in (1, 3, 5, 7, 9, 18, 200))
+        raise ValueError(
+            f"depth {depth} is not {per_n}n+2 for this block type; valid depths are "
+            f"{per_n}n+2 for n >= 1: {examples}, ...")
+    return (depth - 2) // per_n
+
+
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+
+
+@dataclass(frozen=True)
+class Family:
+    prefix: str
+    dataset: str                   # "cifar" (32x32, 10 classes) or "imagenet" (224x224, 1000)
+    block: str | None              # key of BLOCKS; None: the depth's ImageNet layout decides
+    residual: bool
+    default_shortcut: str | None   # None for plain nets
+    listed_depths: tuple[int, ...]  # what `python -m resnet_exp models` lists
+    description: str
+
+    @property
+    def input_size(self) -> int:
+        return 32 if self.dataset == "cifar" else 224
+
+    @property
+    def num_classes(self) -> int:
+        return 10 if self.dataset == "cifar" else 1000
+
+    def check_depth(self, depth: int) -> None:
+        if self.dataset == "cifar":
+            blocks_per_stage(depth, BLOCK_CONVS[self.block])
+        elif depth not in IMAGENET_LAYOUTS:
+            raise ValueError(f"{self.prefix}{depth}: depth {depth} has no ImageNet layout; "
+                             f"valid depths: {', '.join(map(str, IMAGENET_LAYOUTS))}")
+
+
+FAMILIES: dict[str, Family] = {f.prefix: f for f in (
+    Family("plain", "cifar", "basic", False, None, CIFAR_DEPTHS,
+           "CIFAR plain net, 6n+2 layers (paper sec. 4.2)"),
+    Family("resnet", "cifar", "basic", True, "A", CIFAR_DEPTHS,
+           "CIFAR ResNet, 6n+2 layers, option A shortcuts by default"),
+    Family("preresnet", "cifar", "preact", True, "A", (110, 1202),
+           "CIFAR full pre-activation ResNet (Identity Mappings, ECCV 2016)"),
+    Family("imagenet_plain", "imagenet", None, False, None, tuple(IMAGENET_LAYOUTS),
+           "ImageNet plain net (paper Table 1)"),
+    Family("imagenet_resnet", "imagenet", None, True, "B", tuple(IMAGENET_LAYOUTS),
+           "ImageNet ResNet, torchvision-compatible, option B by default"),
+)}
+
+_NAME = re.compile(r"^([a-z_]+?)(\d+)$")
+
+
+def parse_model_name(name: str) -> tuple[Family, int]:
+    """``"resnet56"`` -> (the resnet family, 56); ValueError listing valid names."""
+    m = _NAME.match(name) if isinstance(name, str) else None
+    if m is None or m.group(1) not in FAMILIES:
+        raise ValueError(
+            f"unknown model {name!r}; valid names are <family><depth> with family one of "
+            f"{', '.join(FAMILIES)} (for example resnet56, plain20, preresnet110, "
+            f"imagenet_resnet50); `python -m resnet_exp models` lists them")
+    family, depth = FAMILIES[m.group(1)], int(m.group(2))
+    family.check_depth(depth)
+    return family, depth
+
+
+def resolve_shortcut(family: Family, shortcut: str | None) -> str | None:
+    """The shortcut option a model will really use; errors on meaningless choices."""
+    if not family.residual:
+        if shortcut is not None:
+            raise ValueError(f"{family.prefix} nets have no shortcuts, so shortcut={shortcut!r} "
+                             "is meaningless; leave it out")
+        return None
+    if shortcut is None:
+        return family.default_shortcut
+    if shortcut not in SHORTCUT_OPTIONS:
+        raise ValueError(f"unknown shortcut option {shortcut!r}; valid options: "
+                         f"{', '.join(SHORTCUT_OPTIONS)} (A zero-pad, B projection where the "
+                         "shape changes, C projection everywhere)")
+    return shortcut
