@@ -64,11 +64,12 @@ export EXTRAS
 source scripts/setup_venv.sh
 
 # 2. the job: everything with CUDA; on a CPU, Figure 1 (what fits in about an hour on a
-#    laptop and still shows the degradation), the rest listed with its cost and --all
+#    laptop and still shows the degradation), the rest listed with its cost and --all.
+#    The smoke profile is cheap everywhere: it always runs everything.
 CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
 ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml)
-if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ]; then
+if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
     FILES=("${ALL_FILES[@]}"); LEFT=()
 else
     FILES=(experiments/figure1.yaml); LEFT=("${ALL_FILES[@]:1}")
