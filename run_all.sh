@@ -68,7 +68,7 @@ source scripts/setup_venv.sh
 #    The smoke profile is cheap everywhere: it always runs everything.
 CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
-ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml)
+ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
 if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
     FILES=("${ALL_FILES[@]}"); LEFT=()
 else

@@ -79,6 +79,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_responses(args: argparse.Namespace) -> int:
+    from .responses import update_responses
+
+    n = update_responses(args.results, data=args.data, data_dir=args.data_dir, device=args.device)
+    print(f"{n} run(s) needed responses.csv" if n else "every finished run's responses.csv is current")
+    return 0
+
+
 def cmd_make_mini(args: argparse.Namespace) -> int:
     from .data import make_mini_subset
 
@@ -159,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default=None, help="CIFAR-10 source (default: $RESNET_EXP_DATA, else data/)")
     d.add_argument("--data-dir", default="data", help="where torchvision's download and the cache live")
     d.set_defaults(func=cmd_data)
+
+    rs = sub.add_parser("responses", help="Figure 7: (re)compute responses.csv of finished runs lacking a current one",
+                        formatter_class=fmt, epilog="example: python -m resnet_exp responses --results results")
+    rs.add_argument("--results", default="results", help="results folder")
+    rs.add_argument("--data", default=None, help="the CIFAR-10 source the runs trained on")
+    rs.add_argument("--data-dir", default="data", help="where the data cache lives")
+    rs.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the forward passes")
+    rs.set_defaults(func=cmd_responses)
 
     mm = sub.add_parser("make-mini", help="build the bundled mini CIFAR-10 subset from an image-folder archive",
                         formatter_class=fmt, epilog="example: python -m resnet_exp make-mini cifar10-jpeg-q75.tar.gz")

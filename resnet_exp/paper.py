@@ -5,6 +5,8 @@ section 4.2; pre-activation numbers from He et al., ECCV 2016)."""
 TABLE6_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97,
                      "resnet110": 6.43, "resnet1202": 7.93}
 TABLE6_NOTES = {"resnet110": "best of 5 runs; mean 6.61 +- 0.16"}
+# Where the paper gives a mean and a standard deviation: (mean, std, runs).
+TABLE6_MEAN_STD = {"resnet110": (6.61, 0.16, 5)}
 TABLE6_PARAMS = {"resnet20": "0.27M", "resnet32": "0.46M", "resnet44": "0.66M", "resnet56": "0.85M",
                  "resnet110": "1.7M", "resnet1202": "19.4M"}
 
@@ -21,3 +23,11 @@ PLAIN_NOTE = ("The paper gives no test-error number for plain nets; its Figures 
 # One colour per depth, the same in every panel and report.
 DEPTH_COLORS = {20: "#e6a817", 32: "#1f9bd7", 44: "#2ca02c", 56: "#d62728", 110: "#111111",
                 1202: "#8c4fc4"}
+
+# What a report made from a profile other than the paper's must say at its top.
+PROFILE_WARNINGS = {
+    "quick": "quick profile: the paper's recipe on a 1/16 schedule (4,000 iterations instead of 64,000); "
+             "not comparable with the paper's numbers. Orderings and gaps between networks are what it shows.",
+    "smoke": "smoke profile: a few dozen iterations on a small subset, to check the plumbing; the numbers "
+             "say nothing about the paper.",
+}

@@ -27,14 +27,15 @@ def color_for(depth: int, i: int = 0) -> str:
 def label_for(run: pd.Series) -> str:
     family = {"plain": "plain", "resnet": "ResNet", "preresnet": "pre-act ResNet"}.get(run["family"], run["family"])
     text = run["name"] if run["name"] != run["model"] else f"{family}-{run['depth']}"
-    if run["status"] != RunStatus.FINISHED:
+    if run["status"] != RunStatus.FINISHED.value:
         text += f" ({run['status']}, {run['iteration']}/{run['iterations']} it)"
     return text
 
 
 def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, ...] = ("train", "test"),
               styles: dict[str, dict] | None = None, colors: dict[str, str] | None = None) -> list[str]:
-    """Error against iterations for the named rows (every seed), paper style.
+    """Error against iterations for the named rows, paper style. A row with several seeds
+    is drawn as their mean with a band from the lowest to the highest seed (min-max).
 
     Returns the names that have no run (drawn nowhere; the caller lists them)."""
     styles = styles or {"train": dict(linestyle="--", linewidth=1.0), "test": dict(linestyle="-", linewidth=2.2)}
@@ -44,13 +45,24 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
         if not len(runs):
             missing.append(name)
             continue
-        for j, (_, run) in enumerate(runs.iterrows()):
-            log = res.logs[res.logs["run"] == run["run"]]
-            color = (colors or {}).get(name) or color_for(run["depth"], i)
-            for curve in curves:
-                ax.plot(log["iteration"] / 1e4, log[f"{curve}_error"], color=color, **styles[curve],
-                        label=label_for(run) if (curve == curves[-1] and j == 0) else None)
-            if run["status"] != RunStatus.FINISHED and len(log):  # mark where an unfinished run stops
+        first = runs.iloc[0]
+        color = (colors or {}).get(name) or color_for(first["depth"], i)
+        logs = res.logs[res.logs["run"].isin(runs["run"])]
+        if not len(logs):
+            continue
+        n = runs["run"].nunique()
+        for curve in curves:
+            by_it = logs.groupby("iteration")[f"{curve}_error"]
+            x = by_it.mean().index / 1e4
+            label = None
+            if curve == curves[-1]:
+                label = label_for(first) if n == 1 else f"{label_for(first)} (mean of {n} seeds, band: min-max)"
+            ax.plot(x, by_it.mean().values, color=color, label=label, **styles[curve])
+            if n > 1:
+                ax.fill_between(x, by_it.min().values, by_it.max().values, color=color, alpha=0.15, linewidth=0)
+        for _, run in runs.iterrows():  # mark where an unfinished run stops
+            log = logs[logs["run"] == run["run"]]
+            if run["status"] != RunStatus.FINISHED.value and len(log):
                 ax.plot(log["iteration"].iloc[-1] / 1e4, log["test_error"].iloc[-1], "x", color=color, ms=10, mew=2)
     ax.set_xlabel("iter. (1e4)")
     ax.set_ylabel("error (%)")
@@ -98,6 +110,26 @@ def depth_figure(res: Results) -> tuple[plt.Figure, pd.DataFrame]:
             ax.legend()
     fig.tight_layout()
     return fig, t
+
+
+def draw_responses(top: plt.Axes, bottom: plt.Axes, resp: pd.DataFrame) -> None:
+    """Figure 7: each net's layer response std in layer order (top) and sorted (bottom);
+    plain nets dashed, ResNets solid, one colour per depth as in every figure."""
+    from .results import responses_by_name
+
+    by = responses_by_name(resp)
+    for i, (name, g) in enumerate(by.groupby("name", sort=False)):
+        first = g.iloc[0]
+        style = dict(color=color_for(int(first["depth"]), i), linestyle="--" if first["family"] == "plain" else "-",
+                     linewidth=1.6, label=f"{'plain' if first['family'] == 'plain' else 'ResNet'}-{first['depth']}")
+        top.plot(g["layer"], g["std"], **style)
+        bottom.plot(range(1, len(g) + 1), sorted(g["std"], reverse=True), **style)
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
 
 
 def save(fig: plt.Figure, out_dir: str | Path, name: str) -> Path:

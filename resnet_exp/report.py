@@ -10,10 +10,16 @@ opens offline and in any browser.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import html
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from jupyter_client.manager import KernelManager
 
 from .fileio import atomic_write_text
 
@@ -35,10 +41,28 @@ REPORTS = (
     Report("figure1", "Figure 1", "Training and test error of plain-20 and plain-56.", ("figure1",)),
     Report("figure6", "Figure 6", "Plain nets, ResNets, and ResNet-110 vs ResNet-1202, against iterations.",
            ("figure6",)),
-    Report("table6", "Table 6", "Final test error per network beside the paper's Table 6.", ("figure6",)),
+    Report("table6", "Table 6", "Final test error per network beside the paper's Table 6 (mean +- std over seeds).",
+           ("figure6", "table6")),
+    Report("figure7", "Figure 7", "Standard deviation of every 3x3 layer's response, plain nets vs ResNets.",
+           ("figure1", "figure6")),
     Report("ablations", "Ablations", "Every row of experiments/ablations.yaml against its baseline.",
            ("ablations", "figure6")),
 )
+
+class IPCKernelManager(KernelManager):
+    """The notebooks' kernel talks to papermill over local IPC sockets, not TCP: no port is
+    opened, and ipykernel has no reason to warn about unencrypted TCP."""
+
+    def __init__(self, **kwargs: object) -> None:
+        # an absolute socket prefix of its own: kernels run side by side, each in its own cwd
+        self._socket_dir = tempfile.mkdtemp(prefix="resnet-exp-kernel-")
+        super().__init__(transport="ipc", ip=os.path.join(self._socket_dir, "kernel"), **kwargs)
+
+    def cleanup_resources(self, restart: bool = False) -> None:
+        super().cleanup_resources(restart)
+        if not restart:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
 
 # nbconvert's lab template, minus the three scripts it fetches from a CDN.
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -62,38 +86,52 @@ def export_html(notebook_path: Path, html_path: Path, show_code: bool = False) -
 
 def build_reports(results: str | Path = "results", out: str | Path = "reports",
                   experiments_dir: str | Path = "experiments", only: list[str] | None = None,
-                  show_code: bool = False) -> Path:
-    """Run every notebook (or ``only`` these) and write the index. Returns its path.
+                  show_code: bool = False, parallel: int | None = None) -> Path:
+    """Run every notebook (or ``only`` these), ``parallel`` at a time (each is its own
+    kernel process; default: the CPUs, at most 4), and write the index. Returns its path.
 
     A notebook that fails is reported in the index and raises at the end, after the
     other reports are written."""
-    import papermill as pm
+    from concurrent.futures import ThreadPoolExecutor
 
     results, out, experiments_dir = Path(results).resolve(), Path(out).resolve(), Path(experiments_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    failures: dict[str, str] = {}
-    for rep in REPORTS:
-        if only and rep.name not in only:
-            continue
-        rep_dir = out / rep.name
-        rep_dir.mkdir(parents=True, exist_ok=True)
-        executed = rep_dir / f"{rep.name}.ipynb"
-        print(f"[report] {rep.name}: executing notebooks/{rep.name}.ipynb", flush=True)
-        try:
-            pm.execute_notebook(str(NOTEBOOKS_DIR / f"{rep.name}.ipynb"), str(executed),
-                                parameters={"results_dir": str(results), "experiments_dir": str(experiments_dir),
-                                            "out_dir": str(rep_dir)},
-                                kernel_name="python3", progress_bar=False, cwd=str(rep_dir))
-        except Exception as e:  # keep going: the other reports are still worth having
-            failures[rep.name] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-            print(f"[report] {rep.name} FAILED: {failures[rep.name]}", flush=True)
-            if not executed.exists():
-                continue
-        export_html(executed, out / f"{rep.name}.html", show_code)
+    chosen = [rep for rep in REPORTS if not only or rep.name in only]
+    workers = parallel or min(4, os.cpu_count() or 1, len(chosen))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(lambda rep: _build_one(rep, results, out, experiments_dir, show_code), chosen))
+    failures = {rep.name: error for rep, error in zip(chosen, outcomes) if error}
     index = write_index(out, results, experiments_dir, failures)
     if failures:
         raise RuntimeError(f"{len(failures)} report(s) failed: {', '.join(failures)}; see {index}")
     return index
+
+
+def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, show_code: bool) -> str | None:
+    """Execute one notebook and export its HTML; the error, or None."""
+    import papermill as pm
+
+    # A report owns <out>/<name>.html and <out>/<name>/: cleared first, so a report never
+    # shows a figure or a table left by another results folder or an earlier failure.
+    rep_dir = out / rep.name
+    shutil.rmtree(rep_dir, ignore_errors=True)
+    (out / f"{rep.name}.html").unlink(missing_ok=True)
+    rep_dir.mkdir(parents=True)
+    executed = rep_dir / f"{rep.name}.ipynb"
+    print(f"[report] {rep.name}: executing notebooks/{rep.name}.ipynb", flush=True)
+    error = None
+    try:
+        pm.execute_notebook(str(NOTEBOOKS_DIR / f"{rep.name}.ipynb"), str(executed),
+                            parameters={"results_dir": str(results), "experiments_dir": str(experiments_dir),
+                                        "out_dir": str(rep_dir), "experiments": list(rep.experiments)},
+                            kernel_name="python3", progress_bar=False, cwd=str(rep_dir),
+                            kernel_manager_class=f"{__name__}.IPCKernelManager")
+    except Exception as e:  # keep going: the other reports are still worth having
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        print(f"[report] {rep.name} FAILED: {error}", flush=True)
+    if executed.exists():
+        export_html(executed, out / f"{rep.name}.html", show_code)
+    return error
 
 
 def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[str, str]) -> Path:
@@ -109,8 +147,9 @@ def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[
         status = f' <span style="color:#c00">(notebook failed: {e(failures[rep.name])})</span>' \
             if rep.name in failures else ""
         items.append(f'<li><a href="{rep.name}.html">{e(rep.title)}</a>: {e(rep.description)}{status}</li>')
-    depth_png = out / "depth" / "depth.png"
-    figure = ('<p><a href="depth.html"><img src="depth/depth.png" alt="final error against depth" '
+    depth_png = out / "depth" / "depth.png"  # embedded, as the reports embed theirs: no stale file shown
+    figure = ('<p><a href="depth.html"><img src="data:image/png;base64,'
+              f'{base64.b64encode(depth_png.read_bytes()).decode()}" alt="final error against depth" '
               'style="max-width:100%;border:1px solid #ccc"></a></p>') if depth_png.exists() else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>resnet-exp reports</title>
@@ -120,7 +159,7 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <h1>resnet-exp: the degradation experiment of He et al. (2016) on CIFAR-10</h1>
 {provenance_html(res, exp_files)}
 <h2>The degradation problem in one picture</h2>
-{figure or '<p>No depth figure yet (no figure6 runs).</p>'}
+{figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
 <h2>Reports</h2>
 <ul>
 {chr(10).join(items)}

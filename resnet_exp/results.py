@@ -18,7 +18,8 @@ import pandas as pd
 from .experiments import ExperimentError, load_experiment
 from .models import parse_model_name
 from .rundir import RETRAIN_HINT, RunDir, RunStatus
-from .paper import PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_NOTES, TABLE6_TEST_ERROR
+from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, PROFILE_WARNINGS, REIMPLEMENTATION_TEST_ERROR, TABLE6_MEAN_STD,
+                    TABLE6_NOTES, TABLE6_TEST_ERROR)
 
 
 @dataclass
@@ -119,38 +120,74 @@ def missing_and_unfinished(res: Results, experiment_file: str | Path) -> tuple[l
 
 
 # --------------------------------------------------------------------------- tables
-def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per row name: seeds, mean/std/best final test error, mean final train error."""
+FINAL_COLUMNS = ["name", "model", "family", "depth", "shortcut", "params", "profile", "seeds", "finished",
+                 "test_mean", "test_std", "test_best", "train_mean", "train_std", "status"]
+
+
+def unique_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per identity: the same run copied into two experiments (figure6/resnet110-s1
+    is table6/resnet110-s1) has the same folder name and counts once."""
     if not len(runs):
-        return pd.DataFrame(columns=["name", "model", "depth", "params", "seeds", "test_mean", "test_std",
-                                     "test_best", "train_mean", "status"])
-    g = runs.groupby("name", sort=False)
-    out = pd.DataFrame({
-        "model": g["model"].first(), "family": g["family"].first(), "depth": g["depth"].first(),
-        "shortcut": g["shortcut"].first(), "params": g["params"].first(), "seeds": g["seed"].count(),
-        "test_mean": g["final_test_error"].mean(), "test_std": g["final_test_error"].std(),
-        "test_best": g["final_test_error"].min(), "train_mean": g["final_train_error"].mean(),
-        "train_std": g["final_train_error"].std(),
-        "status": g["status"].agg(lambda s: RunStatus.FINISHED.value if (s == RunStatus.FINISHED).all() else ", ".join(sorted(set(s)))),
-    }).reset_index()
-    return out
+        return runs
+    return runs.assign(_folder=runs["run"].str.split("/").str[-1]).drop_duplicates("_folder").drop(columns="_folder")
+
+
+def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per row name: seeds (n), finished seeds, mean/std/best final test error, mean/std
+    final train error, over the finished runs when there are any (else the runs so far).
+    The same columns whatever the state, an empty table included."""
+    if not len(runs):
+        return pd.DataFrame(columns=FINAL_COLUMNS)
+    out = []
+    for name, g in unique_runs(runs).groupby("name", sort=False):
+        done = g[g["status"] == RunStatus.FINISHED.value]
+        use = done if len(done) else g
+        first = g.iloc[0]
+        out.append({
+            "name": name, "model": first["model"], "family": first["family"], "depth": first["depth"],
+            "shortcut": first["shortcut"], "params": first["params"], "profile": first["profile"],
+            "seeds": len(g), "finished": len(done),
+            "test_mean": use["final_test_error"].mean(), "test_std": use["final_test_error"].std(),
+            "test_best": use["final_test_error"].min(), "train_mean": use["final_train_error"].mean(),
+            "train_std": use["final_train_error"].std(),
+            "status": RunStatus.FINISHED.value if len(done) == len(g) else ", ".join(sorted(set(g["status"]))),
+        })
+    return pd.DataFrame(out, columns=FINAL_COLUMNS)
+
+
+def mean_std(mean: float, std: float, n: int) -> str:
+    """``6.61 +- 0.16 (5 runs)``, or ``6.61 (1 run)``: the paper's way of writing it."""
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.2f} (1 run)" if n == 1 or pd.isna(std) else f"{mean:.2f} +- {std:.2f} ({n} runs)"
 
 
 def table6(runs: pd.DataFrame) -> pd.DataFrame:
-    """Our final test errors beside the paper's Table 6 (plain nets too, without a number)."""
+    """Our final test errors beside the paper's Table 6, like with like: our mean +- std
+    over seeds beside the paper's mean +- std where it gives one (ResNet-110), our best
+    beside its best. The difference column only for runs of the paper's recipe."""
     t = final_errors(runs)
     rows = []
     for r in t.sort_values(["family", "depth"]).itertuples():
         paper = TABLE6_TEST_ERROR.get(r.name) if r.shortcut in (None, "A") else None
         paper = PREACT_TEST_ERROR.get(r.name, paper)
-        ours = f"{r.test_mean:.2f}" if r.seeds == 1 else f"{r.test_mean:.2f} +- {r.test_std:.2f} (best {r.test_best:.2f})"
+        paper_stats = TABLE6_MEAN_STD.get(r.name) if paper is not None else None
+        n = int(r.finished) or int(r.seeds)
+        comparable = r.profile == "paper" and r.finished > 0
+        # like with like: their mean with our mean when they give one, else their number
+        # (a single run, or the best of several) with our best
+        ours_vs = r.test_mean if paper_stats else r.test_best
         rows.append({
             "network": r.name, "params": f"{int(r.params):,}" if pd.notna(r.params) else "",
-            "seeds": r.seeds, "test error % (ours)": ours,
-            "test error % (paper)": f"{paper:.2f}" if paper is not None else "-",
-            "difference (ours - paper)": f"{r.test_mean - paper:+.2f}" if paper is not None else "-",
+            "test error % (ours, mean +- std)": mean_std(r.test_mean, r.test_std, n),
+            "ours: best": f"{r.test_best:.2f}" if pd.notna(r.test_best) else "-",
+            "paper: mean +- std": mean_std(*paper_stats) if paper_stats else "-",
+            "paper: reported": f"{paper:.2f}" if paper is not None else "-",
+            "difference (ours - paper)": (f"{ours_vs - paper_stats[0]:+.2f} (means)" if paper_stats else
+                                          f"{ours_vs - paper:+.2f} (best)") if comparable and paper is not None
+            else "-",
             "reimplementation %": f"{REIMPLEMENTATION_TEST_ERROR[r.name]:.2f}" if r.name in REIMPLEMENTATION_TEST_ERROR else "-",
-            "train error % (ours)": f"{r.train_mean:.2f}", "status": r.status,
+            "train error % (ours)": mean_std(r.train_mean, r.train_std, n), "status": r.status,
             "note": PLAIN_NOTE if r.family == "plain" else TABLE6_NOTES.get(r.name, ""),
         })
     return pd.DataFrame(rows)
@@ -158,9 +195,64 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
 
 def depth_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Final train/test error against depth, for plain nets and option-A ResNets."""
+    cols = ["family", "depth", "seeds", "finished", "train_mean", "train_std", "test_mean", "test_std", "status"]
+    if not len(runs):
+        return pd.DataFrame(columns=cols)
     t = final_errors(runs[runs["family"].isin(["plain", "resnet"]) & runs["shortcut"].isin([None, "A"])])
-    return t[["family", "depth", "seeds", "train_mean", "train_std", "test_mean", "test_std", "status"]].sort_values(
-        ["family", "depth"]).reset_index(drop=True)
+    return t[cols].sort_values(["family", "depth"]).reset_index(drop=True)
+
+
+def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
+    """One sentence: is the deeper net better or worse than the shallower one, on
+    training and on test error? (Degradation: worse on both.)"""
+    t = final_errors(runs).set_index("name")
+    if shallow not in t.index or deep not in t.index:
+        return f"{shallow} or {deep} has no run yet, so there is nothing to compare."
+    a, b = t.loc[shallow], t.loc[deep]
+    if pd.isna(a.test_mean) or pd.isna(b.test_mean):
+        return f"{shallow} or {deep} has not logged an evaluation yet, so there is nothing to compare."
+    word = lambda deeper, shallower: "higher" if deeper > shallower else "lower"  # noqa: E731
+    unfinished = "" if (a.status == b.status == RunStatus.FINISHED.value) else \
+        " Some of these runs are unfinished: their last logged line is compared."
+    return (f"{deep}: {b.train_mean:.2f} % training / {b.test_mean:.2f} % test error; "
+            f"{shallow}: {a.train_mean:.2f} % / {a.test_mean:.2f} %. The deeper net has the "
+            f"{word(b.train_mean, a.train_mean)} training error and the {word(b.test_mean, a.test_mean)} "
+            f"test error.{unfinished}")
+
+
+def ablation_groups(res: "Results", experiment: str = "ablations") -> list[tuple[str, list[str], list[str]]]:
+    """(group, its row names, its baselines as experiment/name) in file order."""
+    rows = res.runs[res.runs["experiment"] == experiment]
+    out = []
+    for group in dict.fromkeys(rows["group"].fillna("ungrouped")):
+        g = rows[rows["group"].fillna("ungrouped") == group]
+        out.append((group, list(dict.fromkeys(g["name"])), list(dict.fromkeys(g["baseline"].dropna()))))
+    return out
+
+
+def ablation_table(res: "Results", experiment: str = "ablations") -> pd.DataFrame:
+    """Every ablation row with its baseline's final errors and the differences."""
+    rows = res.runs[res.runs["experiment"] == experiment]
+    ours = final_errors(rows).set_index("name")
+    out = []
+    for name, group in rows.groupby("name", sort=False):
+        r = ours.loc[name]
+        first = group.iloc[0]
+        base_exp, _, base_name = (first["baseline"] or "/").partition("/")
+        base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)]
+        base = final_errors(base_runs).set_index("name").loc[base_name] if len(base_runs) else None
+        n = int(r.finished) or int(r.seeds)
+        out.append({
+            "group": first["group"] or "-", "row": name, "seeds": r.seeds,
+            "train error %": mean_std(r.train_mean, r.train_std, n), "test error %": mean_std(r.test_mean, r.test_std, n),
+            "baseline": first["baseline"] or "-",
+            "baseline test error %": round(base.test_mean, 2) if base is not None and pd.notna(base.test_mean) else None,
+            "test difference": round(r.test_mean - base.test_mean, 2)
+            if base is not None and pd.notna(base.test_mean) and pd.notna(r.test_mean) else None,
+            "status": r.status, "note": first["note"] or "",
+        })
+    return pd.DataFrame(out, columns=["group", "row", "seeds", "train error %", "test error %", "baseline",
+                                      "baseline test error %", "test difference", "status", "note"])
 
 
 # --------------------------------------------------------------------------- provenance
@@ -180,8 +272,13 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
         warnings.append(f"This report was made from a SUBSET of CIFAR-10{per} (the bundled mini subset or a "
                         "smoke profile): errors are far above the paper's and only the shape of the curves means "
                         "anything.")
+    for profile in dict.fromkeys(runs["profile"].dropna()):
+        if profile != "paper":
+            warnings.append(PROFILE_WARNINGS.get(profile, f"{profile} profile: not the paper's recipe; not "
+                                                           "comparable with the paper's numbers."))
     if not ds:
-        warnings.append("No runs were found in the results folder.")
+        warnings.append("No runs yet in the results folder: nothing can be drawn. Train with ./run_all.sh "
+                        "(or python -m resnet_exp run ...) and build the reports again.")
     missing, unfinished = [], []
     for f in experiment_files:
         m, u = missing_and_unfinished(res, f)
@@ -217,38 +314,70 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
     return f'<div class="provenance">{boxes}<table>{rows}</table></div>'
 
 
-def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
-    """One sentence: is the deeper net better or worse than the shallower one, on
-    training and on test error? (Degradation: worse on both.)"""
-    t = final_errors(runs).set_index("name")
-    if shallow not in t.index or deep not in t.index:
-        return f"{shallow} or {deep} has no run yet, so there is nothing to compare."
-    a, b = t.loc[shallow], t.loc[deep]
-    word = lambda deeper, shallower: "higher" if deeper > shallower else "lower"  # noqa: E731
-    unfinished = "" if (a.status == b.status == RunStatus.FINISHED) else " Some of these runs are unfinished."
-    return (f"{deep}: {b.train_mean:.2f} % training / {b.test_mean:.2f} % test error; "
-            f"{shallow}: {a.train_mean:.2f} % / {a.test_mean:.2f} %. The deeper net has the "
-            f"{word(b.train_mean, a.train_mean)} training error and the {word(b.test_mean, a.test_mean)} "
-            f"test error.{unfinished}")
+# --------------------------------------------------------------------------- Figure 7
+def load_responses(res: Results, names: list[str]) -> pd.DataFrame:
+    """Layer response stds (responses.csv) of the finished runs of these rows, from any
+    experiment, one row per (run, layer); several seeds of a row are averaged by layer
+    in ``responses_by_name``. Only responses computed from the run's current weights."""
+    from .responses import responses_current
+
+    frames = []
+    runs = unique_runs(res.runs[(res.runs["name"].isin(names)) & (res.runs["status"] == RunStatus.FINISHED.value)])
+    for r in runs.itertuples():
+        run = RunDir(res.results_dir / r.run)
+        if responses_current(run):
+            d = pd.read_csv(run.responses_path)
+            frames.append(d.assign(run=r.run, name=r.name, family=r.family, depth=r.depth))
+    cols = ["run", "name", "family", "depth", "layer", "module", "std"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def ablation_table(res: Results, experiment: str = "ablations") -> pd.DataFrame:
-    """Every ablation row with its baseline's final errors and the differences."""
-    rows = res.runs[res.runs["experiment"] == experiment]
-    ours = final_errors(rows).set_index("name")
+def responses_by_name(resp: pd.DataFrame) -> pd.DataFrame:
+    """Per row name and layer: the std averaged over its seeds."""
+    if not len(resp):
+        return pd.DataFrame(columns=["name", "family", "depth", "layer", "std", "seeds"])
+    g = resp.groupby(["name", "family", "depth", "layer"], sort=False)
+    return g["std"].agg(["mean", "count"]).reset_index().rename(columns={"mean": "std", "count": "seeds"})
+
+
+def runs_without_responses(res: Results) -> list[str]:
+    from .responses import responses_current
+
+    done = unique_runs(res.runs[res.runs["status"] == RunStatus.FINISHED.value])
+    return [r.run for r in done.itertuples() if not responses_current(RunDir(res.results_dir / r.run))]
+
+
+def responses_summary(resp: pd.DataFrame) -> pd.DataFrame:
+    by = responses_by_name(resp)
+    if not len(by):
+        return pd.DataFrame(columns=["network", "layers", "seeds", "mean std", "median std", "max std"])
+    rows = []
+    for name, g in by.groupby("name", sort=False):
+        rows.append({"network": name, "layers": len(g), "seeds": int(g["seeds"].max()), "mean std": g["std"].mean(),
+                     "median std": g["std"].median(), "max std": g["std"].max()})
+    return pd.DataFrame(rows)
+
+
+def responses_statement(resp: pd.DataFrame) -> str:
+    """The paper's two claims of Figure 7, checked in words against our numbers, whichever
+    way they come out: ResNets respond more weakly than plain nets of the same depth, and
+    deeper ResNets more weakly still (compared by the mean std over layers)."""
+    means = responses_by_name(resp).groupby("name")["std"].mean()
     out = []
-    for name, group in rows.groupby("name", sort=False):
-        r = ours.loc[name]
-        first = group.iloc[0]
-        base_exp, _, base_name = (first["baseline"] or "/").partition("/")
-        base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)]
-        base = final_errors(base_runs).set_index("name").loc[base_name] if len(base_runs) else None
-        out.append({
-            "group": first["group"] or "-", "row": name, "seeds": r.seeds,
-            "train error %": round(r.train_mean, 2), "test error %": round(r.test_mean, 2),
-            "baseline": first["baseline"] or "-",
-            "baseline test error %": round(base.test_mean, 2) if base is not None else None,
-            "test difference": round(r.test_mean - base.test_mean, 2) if base is not None else None,
-            "status": r.status, "note": first["note"] or "",
-        })
-    return pd.DataFrame(out)
+    for depth in (20, 56):
+        p, r = f"plain{depth}", f"resnet{depth}"
+        if p in means and r in means:
+            holds = means[r] < means[p]
+            out.append(f"At {depth} layers the ResNet's mean response std is {means[r]:.3f}, the plain net's "
+                       f"{means[p]:.3f}: the ResNet responds {'more weakly' if holds else 'more strongly'}, "
+                       f"{'as' if holds else 'unlike'} the paper.")
+    deep = [(d, means[f"resnet{d}"]) for d in (20, 56, 110) if f"resnet{d}" in means]
+    if len(deep) >= 2:
+        ordered = all(a[1] > b[1] for a, b in zip(deep, deep[1:]))
+        out.append("ResNet mean response std by depth: " + ", ".join(f"{d} layers {v:.3f}" for d, v in deep) +
+                   (": deeper ResNets respond more weakly, as the paper." if ordered else
+                    ": not decreasing with depth, unlike the paper."))
+    if not out:
+        return ("Not enough runs to check the paper's claims (it needs plain and ResNet nets of the same depth, "
+                "or two ResNet depths).")
+    return " ".join(out)

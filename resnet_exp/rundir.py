@@ -5,6 +5,8 @@
         log.csv        one line per evaluation (rewritten atomically at each line)
         checkpoint.pt  model + optimizer + data-stream state at the last checkpoint
         model.pt       final weights (state_dict)
+        mean.pt        the per-pixel training mean the run subtracted (for Figure 7 later)
+        responses.csv  std of every 3x3 layer's response on the test set (Figure 7)
 
     <results>/.locks/<identity>.lock   held while a process trains that identity
 
@@ -133,6 +135,8 @@ class RunDir:
     log_path = property(lambda self: self.path / "log.csv")
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
     model_path = property(lambda self: self.path / "model.pt")
+    mean_path = property(lambda self: self.path / "mean.pt")            # the per-pixel mean it trained with
+    responses_path = property(lambda self: self.path / "responses.csv")  # Figure 7 (responses.py)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -335,7 +339,7 @@ def publish_results(source: str | Path, dest: str | Path) -> int:
     for run in RunDir.all_in(source):
         target = RunDir.for_run(dest, run.experiment, run.name)
         target.path.mkdir(parents=True, exist_ok=True)
-        for f in (run.meta_path, run.log_path, run.model_path):
+        for f in (run.meta_path, run.log_path, run.model_path, run.mean_path, run.responses_path):
             if f.exists():
                 shutil.copy2(f, target.path / f.name)
         n += 1

@@ -31,6 +31,7 @@ from .experiments import Recipe, RunSpec
 from .fileio import atomic_torch_save
 from .loader import DeviceSplits, TrainBatches, evaluate
 from .models import build_model
+from .responses import save_responses
 from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
 
 STOP_FILE_POLL_S = 1.0  # how often the loop looks for the driver's stop file
@@ -200,6 +201,8 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
                                "rerun with --retrain-damaged")
         print(f"[{spec.name}] resuming at iteration {start} ({len(rows)} log lines kept)", flush=True)
 
+    if not run.mean_path.exists():
+        atomic_torch_save(splits.mean.cpu(), run.mean_path)
     meta = {**(run.read_meta() or {}), **_static_meta(spec, identity, n_params, dataset, device, where),
             "status": RunStatus.RUNNING.value, "iteration": start}
     meta.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -295,6 +298,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
         status = RunStatus.FINISHED
         atomic_torch_save(model.state_dict(), run.model_path)
         meta["files"] = {"log.csv": sha256_file(run.log_path), "model.pt": sha256_file(run.model_path)}
+        save_responses(run, model, splits.test_x)  # Figure 7, once, from the final weights
     final = rows[-1] if rows else {}
     meta.update(status=status.value, iteration=int(final.get("iteration", start)), wall_time_s=round(elapsed, 1),
                 warmup_end_iteration=warmup_end, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

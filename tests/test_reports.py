@@ -4,63 +4,39 @@ One session fixture trains every shipped experiment row for a handful of iterati
 generated data (same row names, a far shorter recipe) and builds the reports from them.
 """
 
-import json
-import re
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from resnet_exp.report import REPORTS, build_reports
+from resnet_exp.report import REPORTS
 from resnet_exp.results import load_results, table6
-from resnet_exp.runner import run_experiments
-
-REPO = Path(__file__).resolve().parents[1]
-FAST = {"iterations": 4, "milestones": [2], "eval_every": 2, "batch_size": 10}
-
-
-@pytest.fixture(scope="session")
-def built_reports(tmp_path_factory, tiny_tar):
-    root = tmp_path_factory.mktemp("reports")
-    exp_dir = root / "experiments"
-    exp_dir.mkdir()
-    docs = {}
-    for f in (REPO / "experiments").glob("*.yaml"):
-        docs[f.name] = yaml.safe_load(f.read_text())
-        docs[f.name]["defaults"] = {**(docs[f.name].get("defaults") or {}), **FAST}
-        (exp_dir / f.name).write_text(yaml.safe_dump(docs[f.name]))
-    files = [str(exp_dir / f"{n}.yaml") for n in ("figure1", "figure6", "ablations")]
-    run_experiments(files, profile="smoke", data=str(tiny_tar), device="cpu", progress=False,
-                    results=str(root / "results"), data_dir=root / "data", only=[
-                        "plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
-                        "resnet110", "resnet20-B", "resnet56-B", "preresnet110", "plain110"])
-    # resnet56-noaug (ablations) and resnet1202 (opt-in) stay untrained: reports must list the former as missing
-    # an unfinished run, consistent (interrupted at its first log line, no checkpoint kept)
-    run = next((root / "results" / "figure6").glob("resnet56-*"))
-    meta = json.loads((run / "meta.json").read_text())
-    meta.update(status="interrupted", iteration=2)
-    meta.pop("files")
-    (run / "meta.json").write_text(json.dumps(meta))
-    log = (run / "log.csv").read_text().splitlines()
-    (run / "log.csv").write_text("\n".join(log[:-1]) + "\n")
-    (run / "checkpoint.pt").unlink()
-    (run / "model.pt").unlink()
-    index = build_reports(results=root / "results", out=root / "out", experiments_dir=exp_dir)
-    return root, index
-
 
 def test_results_and_table6(built_reports):
     root, _ = built_reports
     res = load_results(root / "results")
-    assert set(res.runs["experiment"]) == {"figure1", "figure6", "ablations"}
+    assert set(res.runs["experiment"]) == {"figure1", "figure6", "ablations", "table6"}
     assert res.dataset["source"] == "image-folder-tar"
     t = table6(res.experiment("figure6").runs).set_index("network")
-    assert t.loc["resnet20", "test error % (paper)"] == "8.75"
-    assert t.loc["plain20", "test error % (paper)"] == "-" and "no test-error number" in t.loc["plain20", "note"]
+    assert t.loc["resnet20", "paper: reported"] == "8.75" and t.loc["resnet20", "paper: mean +- std"] == "-"
+    assert t.loc["plain20", "paper: reported"] == "-" and "no test-error number" in t.loc["plain20", "note"]
     assert t.loc["resnet56", "status"] == "interrupted"
+    assert t.loc["resnet20", "difference (ours - paper)"] == "-"  # smoke runs are not the paper's recipe
+    assert t.loc["resnet20", "test error % (ours, mean +- std)"].endswith("(1 run)")
+    # ResNet-110 with the five seeds of table6.yaml (seed 1 shared with figure6): like with like
+    both = pd.concat([res.experiment("figure6").runs, res.experiment("table6").runs])
+    t = table6(both).set_index("network")
+    assert t.loc["resnet110", "test error % (ours, mean +- std)"].endswith("(5 runs)")
+    assert t.loc["resnet110", "paper: mean +- std"] == "6.61 +- 0.16 (5 runs)"
+    # the paper's recipe gets a difference: our mean against the paper's mean
+    paper = both.assign(profile="paper")
+    t = table6(paper).set_index("network")
+    ours = paper[(paper["name"] == "resnet110")].drop_duplicates("run")
+    assert t.loc["resnet110", "difference (ours - paper)"].endswith("(means)")
+    assert t.loc["resnet20", "difference (ours - paper)"].endswith("(best)")
 
 
 def test_every_report_is_written_with_provenance(built_reports):

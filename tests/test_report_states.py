@@ -1,0 +1,95 @@
+"""Every report renders, for every state a results folder can be in.
+
+The states are cut from the runs the session fixture trained (``built_reports``): copies
+of some of their folders, some of them damaged on purpose. Each state's reports are
+built as ``report`` builds them (papermill executes the notebooks), and no notebook may
+hold an error output.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from resnet_exp.report import REPORTS, build_reports
+
+
+
+def _copy(src: Path, dst: Path, pattern: str) -> list[Path]:
+    out = []
+    for run in sorted(src.glob(pattern)):
+        target = dst / run.parent.name / run.name
+        shutil.copytree(run, target)
+        out.append(target)
+    return out
+
+
+def _interrupt(run: Path) -> None:
+    """Make a finished run a consistent unfinished one (interrupted at its first line)."""
+    meta = json.loads((run / "meta.json").read_text())
+    meta.update(status="interrupted", iteration=int((run / "log.csv").read_text().splitlines()[1].split(",")[0]))
+    meta.pop("files", None)
+    (run / "meta.json").write_text(json.dumps(meta))
+    lines = (run / "log.csv").read_text().splitlines()
+    (run / "log.csv").write_text("\n".join(lines[:2]) + "\n")
+    for f in ("checkpoint.pt", "model.pt", "responses.csv"):
+        (run / f).unlink(missing_ok=True)
+
+
+def make_state(name: str, src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    if name == "empty":
+        pass
+    elif name == "only-unfinished":
+        for run in _copy(src, dst, "figure*/plain*-*"):
+            _interrupt(run)
+    elif name == "one-finished":
+        _copy(src, dst, "figure1/plain20-*")
+    elif name == "diverged":
+        _copy(src, dst, "ablations/plain110-*")
+        _copy(src, dst, "figure6/plain56-*")
+    elif name == "only-plain":
+        _copy(src, dst, "figure*/plain*-*")
+    elif name == "only-resnets":
+        _copy(src, dst, "figure6/resnet*-*")
+    elif name == "several-seeds":
+        _copy(src, dst, "table6/resnet110-*")
+    elif name == "damaged":
+        cut, not_json, unclosed = _copy(src, dst, "figure6/plain*-*")[:3]
+        lines = (cut / "log.csv").read_text().splitlines()
+        (cut / "log.csv").write_text("\n".join(lines[:2]) + "\n")
+        (not_json / "meta.json").write_text("{ this is not json")
+        (unclosed / "log.csv").write_text((unclosed / "log.csv").read_text() + '3,"unclosed,quote\n')
+        _copy(src, dst, "figure6/resnet20-*")
+    return dst
+
+
+STATES = ["empty", "only-unfinished", "one-finished", "diverged", "only-plain", "only-resnets", "several-seeds",
+          "damaged"]
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_every_report_renders_in_every_state(built_reports, tmp_path, state):
+    root, _ = built_reports
+    results = make_state(state, root / "results", tmp_path / "results")
+    index = build_reports(results=results, out=tmp_path / "out", experiments_dir=root / "experiments")
+    page = index.read_text()
+    assert "<table>" in page and "Traceback" not in page
+    for rep in REPORTS:
+        executed = nbformat.read(tmp_path / "out" / rep.name / f"{rep.name}.ipynb", as_version=4)
+        errors = [o for cell in executed.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{state}/{rep.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+        html = (tmp_path / "out" / f"{rep.name}.html").read_text()
+        assert "Traceback" not in html and "provenance" in html
+    if state == "empty":
+        assert "No runs yet in the results folder" in page
+    if state == "damaged":
+        damaged = (tmp_path / "out" / "figure6.html").read_text()
+        assert damaged.count("DAMAGED") == 1 and damaged.count("plain") >= 3
+        for part in ("meta.json is missing or not JSON", "log.csv"):
+            assert part in damaged
+    if state == "several-seeds":
+        t6 = (tmp_path / "out" / "table6" / "table6.csv").read_text()
+        assert "(5 runs)" in t6
