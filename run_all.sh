@@ -63,6 +63,10 @@ done
 export EXTRAS
 source scripts/setup_venv.sh
 
+# every experiment row checked first, before torch or the data are touched: a mistake shows at once
+"$PY" -m resnet_exp run experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml \
+    experiments/table6.yaml --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || exit 2
+
 # 2. the job: everything with CUDA; on a CPU, Figure 1 (what fits in about an hour on a
 #    laptop and still shows the degradation), the rest listed with its cost and --all.
 #    The smoke profile is cheap everywhere: it always runs everything.

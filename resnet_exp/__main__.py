@@ -29,6 +29,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every file and row is checked before torch is imported: a mistake is reported at once
     for profile in [args.profile] if args.profile else ["paper", "quick"]:
         select_runs(args.experiments, profile, args.only, args.include_opt_in)
+    if args.check:
+        print(f"{', '.join(args.experiments)}: every row is valid")
+        return 0
     from .runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if any)")
     r.add_argument("--include-opt-in", action="store_true", help="also run rows marked opt_in")
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
+    r.add_argument("--check", action="store_true", help="only validate the experiment files (no torch, no data)")
     r.add_argument("--retrain-damaged", action="store_true",
                    help="train damaged runs again (their folders are moved to <results>/.damaged/, kept)")
     r.add_argument("--left-out", nargs="+", default=None, metavar="FILE",

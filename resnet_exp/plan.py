@@ -101,11 +101,6 @@ def finished_by_identity(results: Path) -> dict[str, RunDir]:
     return out
 
 
-def _holds_run_files(run: RunDir) -> bool:
-    """A folder with nothing of a run in it (killed before its first write) is simply new."""
-    return any(p.exists() for p in (run.meta_path, run.log_path, run.checkpoint_path, run.model_path))
-
-
 def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str,
               retrain_damaged: bool = False) -> Plan:
     """Decide, for every run, what to do (see the module docstring). Reads only."""
@@ -118,7 +113,7 @@ def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str,
         run = RunDir.for_run(results, spec.experiment, spec.run_dir_name(dataset_sha256))
         status = run.status(identity)
         meta = run.read_meta() or {}
-        health = run.check() if _holds_run_files(run) else None
+        health = run.check() if run.holds_run_files() else None
         if health is not None and not health.ok:
             planned = PlannedRun(spec, run, identity, Action.RETRAIN if retrain_damaged else Action.DAMAGED,
                                  problems=str(health))

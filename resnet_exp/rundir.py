@@ -107,11 +107,19 @@ class RunDir:
 
     @classmethod
     def all_in(cls, results: str | Path) -> Iterator["RunDir"]:
-        """Every run folder of a results tree (those with a meta.json), sorted; not the
-        hidden folders (.locks, .stop, .damaged, ...)."""
-        for meta in sorted(Path(results).glob("*/*/meta.json")):
-            if not meta.parent.parent.name.startswith(".") and not meta.parent.name.startswith("."):
-                yield cls(meta.parent)
+        """Every run folder of a results tree, sorted: each ``<experiment>/<run>`` folder
+        holding any run file (one that lost its meta.json too: the check calls it damaged);
+        not the hidden folders (.locks, .stop, .damaged, ...)."""
+        for path in sorted(p for p in Path(results).glob("*/*") if p.is_dir()):
+            if path.parent.name.startswith(".") or path.name.startswith("."):
+                continue
+            run = cls(path)
+            if run.holds_run_files():
+                yield run
+
+    def holds_run_files(self) -> bool:
+        """A folder with none of these (killed before its first write) is simply new."""
+        return any(p.exists() for p in (self.meta_path, self.log_path, self.checkpoint_path, self.model_path))
 
     # ---- names
     @property
@@ -251,8 +259,10 @@ class RunDir:
                 problems.append(f"meta.json says iteration {at}, the recipe {iterations}")
             if not self.model_path.exists():
                 problems.append("model.pt (the final weights) is missing")
-            for name in ("log.csv", "model.pt"):
-                if name in files and self.path.joinpath(name).exists() and sha256_file(self.path / name) != files[name]:
+            for name, sha in files.items():  # every results file the run recorded a checksum of
+                if not self.path.joinpath(name).exists():
+                    problems.append(f"{name} is missing")
+                elif sha256_file(self.path / name) != sha:
                     problems.append(f"{name} is not the file the run wrote (its sha256 differs)")
             final = meta.get("final") or {}
             if rows and not log_problem and any(

@@ -24,7 +24,7 @@ from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_sl
 from .experiments import RunSpec, check_against_data, select_runs
 from .models import build_model
 from .plan import Action, Job, Plan, make_plan
-from .rundir import RETRAIN_HINT, RunDir
+from .rundir import RETRAIN_HINT
 from .train import make_optimizer, make_train_step
 from .worker import Outcome, WorkerContext
 
@@ -150,16 +150,8 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     profile = profile or default_profile(dev)
     specs = select_runs(files, profile, only, include_opt_in)
 
-    try:
-        dataset = load_cifar10(data, data_dir=data_dir, write=not dry_run)
-    except DatasetError as e:
-        raise DatasetError(f"{e}\nNothing was trained; results already in {results}/ are untouched.") from None
-    prov = dataset.provenance
+    prov = load_data(data, data_dir, results, dry_run)
     check_against_data(specs, prov["n_train"], prov["n_test"])
-    print(f"[data] {prov['name']}: {prov['n_train']:,} train / {prov['n_test']:,} test images, "
-          f"sha256 {prov['sha256'][:16]}..., from {prov['path']}")
-    if prov.get("warning"):
-        print(f"[data] WARNING: {prov['warning']}")
 
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
     plan = make_plan(specs, results_dir, prov["sha256"], retrain_damaged)
@@ -168,8 +160,8 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     eta = estimator.timed(plan.jobs) if (estimate and plan.jobs) else {}
     print_plan(plan, eta, profile, dev, executor, slots)
     if left_out:
-        print_left_out(make_plan(select_runs(left_out, profile, None, include_opt_in), results_dir, prov["sha256"]),
-                       estimator if estimate else None, left_out_hint)
+        print_left_out(plan_left_out(specs, select_runs(left_out, profile, None, include_opt_in), results_dir,
+                                     prov["sha256"]), estimator if estimate else None, left_out_hint)
     if dry_run:
         return 0
 
@@ -196,6 +188,28 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
         print(f"\n{plan.count(Action.DAMAGED)} damaged run(s) were left as they are: {RETRAIN_HINT}")
         return EXIT_FAILED
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
+
+
+def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: bool) -> dict[str, Any]:
+    """Load (and on first use decode and cache) the dataset; print and return its provenance."""
+    try:
+        prov = load_cifar10(data, data_dir=data_dir, write=not dry_run).provenance
+    except DatasetError as e:
+        raise DatasetError(f"{e}\nNothing was trained; results already in {results}/ are untouched.") from None
+    print(f"[data] {prov['name']}: {prov['n_train']:,} train / {prov['n_test']:,} test images, "
+          f"sha256 {prov['sha256'][:16]}..., from {prov['path']}")
+    if prov.get("warning"):
+        print(f"[data] WARNING: {prov['warning']}")
+    return prov
+
+
+def plan_left_out(specs: list[RunSpec], left: list[RunSpec], results: Path, dataset_sha256: str) -> Plan:
+    """The plan of the left-out runs as if they came after this invocation's: what this
+    invocation trains, they reuse, and it is not counted twice."""
+    both = make_plan(specs + left, results, dataset_sha256)
+    mine = {id(s) for s in left}
+    return Plan([p for p in both.runs if id(p.spec) in mine], results, dataset_sha256,
+                [j for j in both.jobs if id(j.spec) in mine])
 
 
 class ResultsNotWritable(ValueError):
@@ -267,7 +281,3 @@ def print_summary(plan: Plan, outcomes: list[Outcome]) -> None:
               f"{fmt_time(meta.get('wall_time_s') or 0):>9}")
     if locked:
         print(f"  locked: {len(locked)} run(s) being trained by another process right now")
-
-
-def run_dir_of(spec: RunSpec, results: str | Path, dataset_sha256: str) -> RunDir:
-    return RunDir.for_run(results, spec.experiment, spec.run_dir_name(dataset_sha256))

@@ -297,14 +297,18 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     if status == RunStatus.RUNNING:
         status = RunStatus.FINISHED
         atomic_torch_save(model.state_dict(), run.model_path)
-        meta["files"] = {"log.csv": sha256_file(run.log_path), "model.pt": sha256_file(run.model_path)}
         save_responses(run, model, splits.test_x)  # Figure 7, once, from the final weights
+        # the checksums that tell the run's results from damaged copies (RunDir.check)
+        meta["files"] = {p.name: sha256_file(p) for p in (run.log_path, run.model_path, run.mean_path,
+                                                          run.responses_path)}
     final = rows[-1] if rows else {}
     meta.update(status=status.value, iteration=int(final.get("iteration", start)), wall_time_s=round(elapsed, 1),
                 warmup_end_iteration=warmup_end, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 final={k: float(final[k]) for k in ("train_error", "test_error", "train_loss", "test_loss",
                                                     "val_error") if k in final})
     run.write_meta(meta)
+    if status == RunStatus.FINISHED:  # no longer needed: the final weights are in model.pt
+        run.checkpoint_path.unlink(missing_ok=True)
     if status == RunStatus.DIVERGED:
         print(f"[{spec.name}] DIVERGED: loss is {final.get('train_loss')} at iteration {final.get('iteration')}; "
               "the run is kept, marked diverged, and the suite goes on (lower its lr or add warm-up)", flush=True)

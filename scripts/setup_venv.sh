@@ -19,9 +19,11 @@ have_extras="$(sed -n 2p "$STAMP" 2>/dev/null || true)"
 all_extras="$(printf '%s\n' ${have_extras//,/ } ${EXTRAS//,/ } | sort -u | paste -sd, -)"
 want="$( (cat "$REPO_ROOT/pyproject.toml"; "$PY" --version; echo "$all_extras") | sha256sum | cut -d' ' -f1)"
 have="$(sed -n 1p "$STAMP" 2>/dev/null || true)"
-probe="import resnet_exp, torch, torchvision, papermill, pydantic, filelock"
-case ",$all_extras," in *,test,*) probe="$probe, pytest, hypothesis" ;; esac
-case ",$all_extras," in *,ray,*) probe="$probe, ray" ;; esac
+# found, not imported (importing torch alone takes seconds at every start)
+mods="resnet_exp torch torchvision papermill pydantic filelock"
+case ",$all_extras," in *,test,*) mods="$mods pytest hypothesis" ;; esac
+case ",$all_extras," in *,ray,*) mods="$mods ray" ;; esac
+probe="import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in '$mods'.split()))"
 if [ "$want" != "$have" ] || ! "$PY" -c "$probe" 2>/dev/null; then
     echo "[setup] installing resnet_exp${all_extras:+[$all_extras]} into .venv (first time: several minutes)"
     "$PY" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true

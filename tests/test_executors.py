@@ -130,3 +130,33 @@ def test_two_drivers_at_once_train_each_identity_once(tiny_tar, tmp_path):
     for metas in by_identity.values():
         trained = [m for m in metas if "copied_from" not in m]
         assert len(trained) == 1 and len(trained[0]["attempts"]) == 1
+
+
+def test_ctrl_c_on_the_driver_stops_the_pool_workers_at_a_checkpoint(tiny_tar, tmp_path):
+    """SIGINT to the driver alone (not its process group): the workers learn of it through
+    the driver's stop file, checkpoint and stop; the next invocation resumes them."""
+    import signal
+    import time
+
+    exp = write_experiment(tmp_path / "long.yaml", """
+rows:
+  - {model: resnet8, iterations: 100000, milestones: [90000], eval_every: 50000, batch_size: 16}
+  - {model: plain8, iterations: 100000, milestones: [90000], eval_every: 50000, batch_size: 16}
+""")
+    driver = _driver(["run", str(exp), "--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu",
+                      "--results", "r", "--workers", "2", "--threads", "1"], tmp_path)
+    deadline = time.time() + 180
+    while time.time() < deadline and driver.poll() is None:
+        metas = [RunDir(p).read_meta() or {} for p in (tmp_path / "r" / "long").glob("*")]
+        if len(metas) == 2 and all(m.get("status") == "running" for m in metas):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    driver.send_signal(signal.SIGINT)
+    out = driver.communicate(timeout=120)[0]
+    assert driver.returncode == 130, out
+    assert "interrupt: every run checkpoints" in out and "Traceback" not in out
+    for run in (RunDir(p) for p in (tmp_path / "r" / "long").glob("*")):
+        meta = run.read_meta()
+        assert meta["status"] == "interrupted" and run.has_checkpoint() and 0 < meta["iteration"] < 100000
+    assert not list((tmp_path / "r" / ".stop").glob("*"))  # the driver removed its stop file

@@ -1,0 +1,85 @@
+"""./run_all.sh as a user meets it: option errors, --help, and Ctrl-C (a real SIGINT to its
+process group, as a terminal sends it)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_all(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "run_all.sh"), *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--profile"], "--profile needs a value"),
+    (["--only", "--profile", "smoke"], "--only needs at least one row name"),
+    (["--workers"], "--workers needs a value"),
+    (["--frobnicate"], "unknown argument '--frobnicate'"),
+])
+def test_option_errors_are_usage_errors(args, message):
+    proc = run_all(*args)
+    assert proc.returncode == 2 and message in proc.stderr and "unbound variable" not in proc.stderr
+
+
+def test_help_lists_every_option_with_its_default():
+    out = run_all("--help").stdout
+    assert "set -euo" not in out
+    for option in ("--profile", "--data", "--only", "--device", "--results", "--out", "--all", "--executor",
+                   "--workers", "--gpus", "--runs-per-gpu", "--ray-address", "--threads", "--retrain-damaged"):
+        assert option in out
+    assert "Examples:" in out and "[" in out
+
+
+def _start(tiny_tar: Path, tmp_path: Path) -> subprocess.Popen:
+    # quick profile, one row: minutes of work, so a stop must come from the signal
+    return subprocess.Popen([str(REPO / "run_all.sh"), "--profile", "quick", "--only", "plain20", "--data",
+                             str(tiny_tar), "--results", str(tmp_path / "r"), "--out", str(tmp_path / "out"),
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_training(results: Path, proc: subprocess.Popen) -> Path:
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        for meta in results.glob("*/*/meta.json"):
+            try:
+                if json.loads(meta.read_text()).get("status") == "running":
+                    return meta.parent
+            except ValueError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"training never started:\n{proc.communicate()[0] if proc.poll() is not None else ''}")
+
+
+def test_ctrl_c_stops_within_seconds_with_a_checkpoint_and_says_interrupted(tiny_tar, tmp_path):
+    proc = _start(tiny_tar, tmp_path)
+    run = _wait_training(tmp_path / "r", proc)
+    time.sleep(1.0)  # a few iterations in, far from the first log line (iteration 200)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    out = proc.communicate(timeout=120)[0]
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 130, out
+    assert seconds < 30, f"took {seconds:.1f} s to stop"
+    assert "[run_all] interrupted" in out and "Traceback" not in out and "failed" not in out
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and 0 < meta["iteration"] < 200  # did not wait for a log line
+    assert (run / "checkpoint.pt").exists()
+    assert not (tmp_path / "out" / "index.html").exists()  # no reports after an interrupt
+
+
+def test_a_second_ctrl_c_stops_at_once(tiny_tar, tmp_path):
+    proc = _start(tiny_tar, tmp_path)
+    _wait_training(tmp_path / "r", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "[run_all] interrupted" in out and "Traceback" not in out
