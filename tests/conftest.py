@@ -121,7 +121,7 @@ def built_reports(tmp_path_factory, tiny_tar):
     (run / "meta.json").write_text(json.dumps(meta))
     log = (run / "log.csv").read_text().splitlines()
     (run / "log.csv").write_text("\n".join(log[:-1]) + "\n")
-    (run / "checkpoint.pt").unlink()
+    (run / "checkpoint.pt").unlink(missing_ok=True)  # a finished run keeps none
     (run / "model.pt").unlink()
     index = build_reports(results=root / "results", out=root / "out", experiments_dir=exp_dir)
     return root, index

@@ -87,22 +87,20 @@ def kw(tiny_tar, tmp_path):
 def two_node_cluster(tmp_path):
     """A head and a second node, each its own `ray start`, on 127.0.0.1."""
     ray_cli = str(Path(sys.executable).parent / "ray")
-    # Ray authenticates cluster members with a token: one for this cluster, for both nodes and
-    # the driver (this process), so nothing depends on what ~/.ray holds
-    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    os.environ.update(token)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray authenticates cluster members with a token: one for this cluster, given to both nodes
+    # and to the driver, so nothing depends on what ~/.ray holds. The driver is a process of
+    # its own: Ray caches the token once per process, and this one may have run Ray already.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     subprocess.run([ray_cli, "start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", *common],
                    check=True, env=env, capture_output=True, timeout=180)
     try:
         subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{RAY_PORT}", *common],
                        check=True, env=env, capture_output=True, timeout=180)
-        yield f"127.0.0.1:{RAY_PORT}"
+        yield f"127.0.0.1:{RAY_PORT}", env
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        for key in token:
-            os.environ.pop(key, None)
 
 
 @pytest.mark.ray
@@ -119,13 +117,19 @@ def test_local_ray_gives_the_sequential_logs(kw, tmp_path):
 
 @pytest.mark.ray
 @inside
-def test_two_node_cluster_runs_land_on_both_nodes(kw, tmp_path, two_node_cluster):
+def test_two_node_cluster_runs_land_on_both_nodes(tiny_tar, tmp_path, two_node_cluster):
+    address, env = two_node_cluster
     exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
-    assert run_experiments([str(exp)], results=str(tmp_path / "r"),
-                           executor=ExecutorChoice(kind="ray", ray_address=two_node_cluster, threads=1), **kw) == 0
+    proc = subprocess.run([sys.executable, "-m", "resnet_exp", "run", str(exp), "--profile", "smoke", "--data",
+                           str(tiny_tar), "--device", "cpu", "--results", str(tmp_path / "r"), "--threads", "1",
+                           "--executor", "ray", "--ray-address", address],
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metas = [run.read_meta() for run in RunDir.all_in(tmp_path / "r")]
     assert len(metas) == 4 and all(m["status"] == RunStatus.FINISHED for m in metas)
     assert len({m["worker"]["node"] for m in metas}) == 2  # both nodes trained
+    assert "[ray] 2 node(s)" in proc.stdout
 
 
 @pytest.mark.ray
