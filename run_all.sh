@@ -64,19 +64,18 @@ export EXTRAS
 source scripts/setup_venv.sh
 
 # every experiment row checked first, before torch or the data are touched: a mistake shows at once
-"$PY" -m resnet_exp run experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml \
-    experiments/table6.yaml --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || exit 2
+ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
+"$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || exit 2
 
 # 2. the job: everything with CUDA; on a CPU, Figure 1 (what fits in about an hour on a
 #    laptop and still shows the degradation), the rest listed with its cost and --all.
 #    The smoke profile is cheap everywhere: it always runs everything.
 CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
-ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
 if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
     FILES=("${ALL_FILES[@]}"); LEFT=()
 else
-    FILES=(experiments/figure1.yaml); LEFT=("${ALL_FILES[@]:1}")
+    FILES=("${ALL_FILES[0]}"); LEFT=("${ALL_FILES[@]:1}")
 fi
 if [ -z "$PROFILE" ]; then
     PROFILE="$([ "$CUDA" = 1 ] && echo paper || echo quick)"

@@ -147,15 +147,19 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
         rows.append(row)
         print(f"| {name:<10} | {row['device'][:28]:<28} | {ours:>10.0f} | {textbook:>14.0f} | {row['ratio']:>6.2f} |",
               flush=True)
-    out_path = Path(out) if out else Path("benchmarks/results") / f"bench-{dev.type}.json"
+    _write_results(out or f"benchmarks/results/bench-{dev.type}.json", rows, iters=iters, profile=profile,
+                   batch_size=batch_size, workers=workers, images=source)
+    return rows
+
+
+def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None:
+    """A benchmark's table as JSON, with what it ran on and when."""
     from .fileio import atomic_write_json
     from .train import git_commit
 
-    atomic_write_json(out_path, {"iters": iters, "profile": profile, "batch_size": batch_size, "workers": workers, "images": source,
-                                 "torch": torch.__version__, "git_commit": git_commit(),
-                                 "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
-    print(f"wrote {out_path}")
-    return rows
+    atomic_write_json(path, {**fields, "torch": torch.__version__, "git_commit": git_commit(),
+                             "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
+    print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -199,12 +203,6 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
                          "per_run_images_per_s": round(total / k, 1), "speedup_vs_k1": round(total / base, 2)})
             print(f"| {name:<10} | {k:>3} | {threads:>11} | {total:>11.0f} | {total / k:>8.0f} | "
                   f"{total / base:>6.2f} |", flush=True)
-    out_path = Path(out) if out else Path("benchmarks/results") / f"concurrent-{dev.type}.json"
-    from .fileio import atomic_write_json
-    from .train import git_commit
-
-    atomic_write_json(out_path, {"iters": iters, "profile": profile, "device": device_name(dev),
-                                 "torch": torch.__version__, "git_commit": git_commit(),
-                                 "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
-    print(f"wrote {out_path}")
+    _write_results(out or f"benchmarks/results/concurrent-{dev.type}.json", rows, iters=iters, profile=profile,
+                   device=device_name(dev))
     return rows

@@ -90,10 +90,13 @@ class Plan:
         return [p for p in self.runs if p.action in (Action.DAMAGED, Action.RETRAIN)]
 
 
-def finished_by_identity(results: Path) -> dict[str, RunDir]:
-    """Every finished run of a results tree that passes its check, by identity."""
+def finished_by_identity(results: Path, identity: str | None = None) -> dict[str, RunDir]:
+    """Every finished run of a results tree that passes its check, by identity; with
+    ``identity``, only the folders named for it (``<name>-s<seed>-<identity[:10]>``)."""
     out: dict[str, RunDir] = {}
-    for run in RunDir.all_in(results):
+    runs = RunDir.all_in(results) if identity is None else (
+        RunDir(p) for p in sorted(Path(results).glob(f"[!.]*/*-{identity[:10]}")) if p.is_dir())
+    for run in runs:
         meta = run.read_meta() or {}
         if meta.get("status") == RunStatus.FINISHED.value and isinstance(meta.get("identity"), str) \
                 and meta["identity"] not in out and run.check().ok:

@@ -83,6 +83,7 @@ def update_responses(results: str, data: str | None = None, data_dir: str = "dat
     """(Re)compute responses.csv for every finished run that lacks a current one, from
     its model.pt and the per-pixel mean it trained with (mean.pt). Returns how many."""
     from .data import load_cifar10
+    from .loader import per_class_indices
     from .models import build_model
 
     todo = [r for r in RunDir.all_in(results) if r.check().ok and (r.read_meta() or {}).get("status") == "finished"
@@ -97,8 +98,6 @@ def update_responses(results: str, data: str | None = None, data_dir: str = "dat
             print(f"[responses] {run.key}: trained on another dataset; pass its --data")
             continue
         per_class = cfg["recipe"].get("test_per_class")
-        from .loader import per_class_indices
-
         idx = per_class_indices(ds.test_y, first=per_class) if per_class else torch.arange(len(ds.test_y))
         mean = torch.load(run.mean_path, map_location="cpu", weights_only=True)
         x = (ds.test_x[idx].float().div_(255) - mean).to(dev).contiguous(memory_format=torch.channels_last)

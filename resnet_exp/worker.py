@@ -87,7 +87,7 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
         for orphan in job.run.path.glob(".*.tmp"):
             orphan.unlink(missing_ok=True)
         # Another driver may have finished this identity since the plan was made.
-        if (done := finished_by_identity(job.run.results).get(job.identity)) is not None:
+        if (done := finished_by_identity(job.run.results, job.identity).get(job.identity)) is not None:
             if done != job.run:
                 job.run.copy_from(done)
             for copy in job.copies:
