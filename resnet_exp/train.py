@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
 import os
 import platform
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .experiments import Recipe, RunSpec
-from .fileio import atomic_torch_save
+from .fileio import atomic_torch_save, atomic_write_bytes
 from .loader import DeviceSplits, TrainBatches, evaluate
 from .models import build_model
 from .responses import save_responses
@@ -139,9 +140,10 @@ def usable_checkpoint(run: RunDir, spec: RunSpec) -> dict[str, Any] | None:
     if not run.has_checkpoint():
         return None
     meta = run.read_meta() or {}
-    expected = (meta.get("files") or {}).get("checkpoint.pt")
+    files = meta.get("files") or {}
+    expected = {files[k] for k in ("checkpoint.pt", "checkpoint.pt.pending") if files.get(k)}
     try:
-        if expected and sha256_file(run.checkpoint_path) != expected:
+        if expected and sha256_file(run.checkpoint_path) not in expected:
             raise ValueError("its sha256 is not the one recorded when it was written")
         ckpt = load_checkpoint(run.checkpoint_path)
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("iteration"), int):
@@ -212,16 +214,24 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     run.write_meta(meta)
 
     def checkpoint(iteration: int, train_time: float) -> None:
-        """Checkpoint, then record in meta.json the checksums that tell it and the log
-        lines it covers from damaged copies."""
-        atomic_torch_save({"iteration": iteration, "elapsed_s": elapsed + train_time, "warming_up": warming_up,
+        """Checkpoint, with the checksums that tell it and the log lines it covers from
+        damaged copies recorded in meta.json. The new checkpoint's sha256 is recorded as
+        pending *before* it is written, so a kill between the two writes leaves a
+        checkpoint that matches one of them (the old one, or the pending new one)."""
+        buf = io.BytesIO()
+        torch.save({"iteration": iteration, "elapsed_s": elapsed + train_time, "warming_up": warming_up,
                            "warmup_end": warmup_end, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(), "batches": batches.state_dict(),
                            "interval": {"loss_sum": loss_sum, "wrong": wrong, "seen": seen},
-                           "warm_window": {"wrong": warm_wrong, "seen": warm_seen}}, run.checkpoint_path)
+                    "warm_window": {"wrong": warm_wrong, "seen": warm_seen}}, buf)
+        data = buf.getvalue()
+        files = meta.setdefault("files", {})
+        files["checkpoint.pt.pending"] = hashlib.sha256(data).hexdigest()
+        run.write_meta(meta)
+        atomic_write_bytes(run.checkpoint_path, data)
         prefix = run.log_prefix(iteration) or b""
         meta.update(iteration=iteration, wall_time_s=round(elapsed + train_time, 1),
-                    files={"checkpoint.pt": sha256_file(run.checkpoint_path),
+                    files={"checkpoint.pt": files.pop("checkpoint.pt.pending"),
                            "log_prefix": hashlib.sha256(prefix).hexdigest()})
         run.write_meta(meta)
 
