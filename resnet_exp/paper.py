@@ -26,8 +26,11 @@ DEPTH_COLORS = {20: "#e6a817", 32: "#1f9bd7", 44: "#2ca02c", 56: "#d62728", 110:
 
 # What a report made from a profile other than the paper's must say at its top.
 PROFILE_WARNINGS = {
-    "quick": "quick profile: the paper's recipe on a 1/16 schedule (4,000 iterations instead of 64,000); "
-             "not comparable with the paper's numbers. Orderings and gaps between networks are what it shows.",
+    "quick": "quick profile: the paper's recipe compressed to a 1/32 schedule (2,000 iterations instead of "
+             "64,000, lr drops at 1,000 and 1,500); not comparable with the paper's numbers. Orderings and gaps "
+             "between networks are what it shows.",
+    "first2k": "first2k profile: the paper's first 2,000 iterations (lr 0.1 throughout, no drop); an early "
+               "snapshot of the paper's curves, not final errors.",
     "smoke": "smoke profile: a few dozen iterations on a small subset, to check the plumbing; the numbers "
              "say nothing about the paper.",
 }
