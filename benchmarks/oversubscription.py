@@ -4,11 +4,11 @@ how many busy processes compete for the cores (as "other jobs" did).
     python benchmarks/oversubscription.py              # OpenMP defaults
     OMP_WAIT_POLICY=PASSIVE python benchmarks/oversubscription.py
 """
-import multiprocessing as mp, os, sys, time
+import multiprocessing as mp, os, time
 import torch
 from resnet_exp.models import build_model
-from resnet_exp.train import make_optimizer, make_train_step
-from resnet_exp.experiments import load_profiles
+from resnet_exp.runs.train import make_optimizer, make_train_step
+from resnet_exp.runs.experiments import load_profiles
 
 def hog():
     while True:

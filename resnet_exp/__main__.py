@@ -24,7 +24,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiments import select_runs
+    from .runs.experiments import select_runs
 
     # every file and row is checked before torch is imported: a mistake is reported at once
     for profile in [args.profile] if args.profile else ["paper", "quick"]:
@@ -32,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{', '.join(args.experiments)}: every row is valid")
         return 0
-    from .runner import ExecutorChoice, run_experiments
+    from .runs.runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
                             ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
@@ -49,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not Path(args.results).is_dir():
         raise FileNotFoundError(f"--results {args.results}: no such folder; train first (./run_all.sh or "
                                 "python -m resnet_exp run ...) or point --results at a results folder")
-    from .report import build_reports
+    from .reporting.build import build_reports
 
     index = build_reports(results=args.results, out=args.out, experiments_dir=args.experiments_dir)
     print(f"reports written; open {index}")
@@ -57,7 +57,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench, run_concurrent_bench
+    from .runs.bench import run_bench, run_concurrent_bench
 
     if args.concurrent:
         run_concurrent_bench(models=args.models, ks=args.concurrent, iters=args.iters, device=args.device,
@@ -69,7 +69,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import DatasetError, load_cifar10
+    from .data.cifar10 import DatasetError, load_cifar10
 
     try:
         ds = load_cifar10(args.data, data_dir=args.data_dir, verbose=False)
@@ -83,7 +83,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_responses(args: argparse.Namespace) -> int:
-    from .responses import update_responses
+    from .runs.responses import update_responses
 
     n = update_responses(args.results, data=args.data, data_dir=args.data_dir, device=args.device)
     print(f"{n} run(s) needed responses.csv" if n else "every finished run's responses.csv is current")
@@ -91,24 +91,21 @@ def cmd_responses(args: argparse.Namespace) -> int:
 
 
 def cmd_make_mini(args: argparse.Namespace) -> int:
-    from .data import make_mini_subset
+    from .data.cifar10 import make_mini_subset
 
     path = make_mini_subset(args.source, args.out, args.train_per_class, args.test_per_class)
     print(f"wrote {path}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
-                                description="Reproduce the degradation experiment of He et al. (2016).")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_models_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     m = sub.add_parser("models", help="table of the registered networks", formatter_class=fmt,
                        epilog="example: python -m resnet_exp models resnet56 plain56")
     m.add_argument("names", nargs="*", help="model names (default: every listed model)")
     m.set_defaults(func=cmd_models)
 
+
+def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r = sub.add_parser("run", help="train the runs of experiment files", formatter_class=fmt,
                        epilog="examples: python -m resnet_exp run experiments/figure1.yaml --profile quick; "
                               "... --workers 2 (two runs at once on the CPU); ... --gpus all --runs-per-gpu 4; "
@@ -144,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "results depend on it, so fix it to compare executors bit for bit")
     r.set_defaults(func=cmd_run)
 
+
+def add_report_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     rep = sub.add_parser("report", help="execute the notebooks and write HTML reports", formatter_class=fmt,
                          epilog="example: python -m resnet_exp report --results results-mini --out reports")
     rep.add_argument("--results", default="results", help="results folder to read")
@@ -151,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--experiments-dir", default="experiments", help="experiment files the reports expect")
     rep.set_defaults(func=cmd_report)
 
+
+def add_bench_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     b = sub.add_parser("bench", help="training images/s: our step vs a textbook loop", formatter_class=fmt,
                        epilog="examples: python -m resnet_exp bench --iters 10; "
                               "python -m resnet_exp bench --models resnet20 --concurrent 1 2")
@@ -166,12 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")
     b.set_defaults(func=cmd_bench)
 
+
+def add_data_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     d = sub.add_parser("data", help="find, check and cache CIFAR-10; say where it came from", formatter_class=fmt,
                        epilog="example: python -m resnet_exp data --data cifar10-jpeg-q75.tar.gz")
     d.add_argument("--data", default=None, help="CIFAR-10 source (default: $RESNET_EXP_DATA, else data/)")
     d.add_argument("--data-dir", default="data", help="where torchvision's download and the cache live")
     d.set_defaults(func=cmd_data)
 
+
+def add_responses_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     rs = sub.add_parser("responses", help="Figure 7: (re)compute responses.csv of finished runs lacking a current one",
                         formatter_class=fmt, epilog="example: python -m resnet_exp responses --results results")
     rs.add_argument("--results", default="results", help="results folder")
@@ -180,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the forward passes")
     rs.set_defaults(func=cmd_responses)
 
+
+def add_make_mini_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     mm = sub.add_parser("make-mini", help="build the bundled mini CIFAR-10 subset from an image-folder archive",
                         formatter_class=fmt, epilog="example: python -m resnet_exp make-mini cifar10-jpeg-q75.tar.gz")
     mm.add_argument("source", help="an image-folder tree or .tar.gz of CIFAR-10")
@@ -187,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--train-per-class", type=int, default=1000, help="training images per class")
     mm.add_argument("--test-per-class", type=int, default=200, help="test images per class")
     mm.set_defaults(func=cmd_make_mini)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
+                                description="Reproduce the degradation experiment of He et al. (2016).")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (add_models_parser, add_run_parser, add_report_parser, add_bench_parser, add_data_parser, add_responses_parser, add_make_mini_parser):
+        add(sub, fmt)
     return p
 
 

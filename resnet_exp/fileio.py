@@ -1,4 +1,4 @@
-"""Atomic writes: a crash or kill -9 never leaves a half-written file (locks: rundir.py)."""
+"""Atomic writes: a crash or kill -9 never leaves a half-written file (locks: runs/rundir.py)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ trap '"$RAY" stop --force > /dev/null 2>&1' EXIT
 run ray-2nodes --executor ray --ray-address 127.0.0.1:6391
 "$PY" - <<'PY'
 from pathlib import Path
-from resnet_exp.rundir import TIMING_COLUMNS, RunDir
+from resnet_exp.runs.rundir import TIMING_COLUMNS, RunDir
 def logs(d):
     return {r.key: [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in r.read_log()]
             for r in RunDir.all_in(d)}

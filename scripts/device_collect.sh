@@ -8,6 +8,6 @@ PARTS="${1:?usage: device_collect.sh FOLDER_WITH_results.tar.gz.part-*}"
 mkdir -p .devresults reports/reference/results
 cat "$PARTS"/results.tar.gz.part-* | tar xzf - -C .devresults
 source scripts/setup_venv.sh
-"$PY" -c 'import sys; from resnet_exp.rundir import publish_results as p; print(p(*sys.argv[1:]), "runs")' \
+"$PY" -c 'import sys; from resnet_exp.runs.rundir import publish_results as p; print(p(*sys.argv[1:]), "runs")' \
     .devresults reports/reference/results
 "$PY" -m resnet_exp report --results reports/reference/results --out reports/reference

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from resnet_exp.data import CLASSES
+from resnet_exp.data.cifar10 import CLASSES
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 6
 
@@ -96,8 +96,8 @@ FAST = {"iterations": 4, "milestones": [2], "eval_every": 2, "batch_size": 10}
 def built_reports(tmp_path_factory, tiny_tar):
     """Every shipped experiment row, trained for a few iterations on the tiny data, and the
     reports built from them: (root folder, index path)."""
-    from resnet_exp.report import build_reports
-    from resnet_exp.runner import run_experiments
+    from resnet_exp.reporting.build import build_reports
+    from resnet_exp.runs.runner import run_experiments
 
     root = tmp_path_factory.mktemp("reports")
     exp_dir = root / "experiments"

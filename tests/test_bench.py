@@ -2,7 +2,7 @@
 
 import json
 
-from resnet_exp.bench import run_bench
+from resnet_exp.runs.bench import run_bench
 
 
 def test_bench_writes_a_table(tmp_path, capsys):
@@ -17,7 +17,7 @@ def test_bench_writes_a_table(tmp_path, capsys):
 
 
 def test_concurrent_bench_measures_k_runs_at_once(tmp_path, capsys):
-    from resnet_exp.bench import run_concurrent_bench
+    from resnet_exp.runs.bench import run_concurrent_bench
 
     out = tmp_path / "concurrent.json"
     rows = run_concurrent_bench(["resnet8"], [1, 2], iters=2, device="cpu", profile="smoke", out=str(out))

@@ -5,8 +5,8 @@ import tarfile
 import pytest
 import torch
 
-from resnet_exp.data import DatasetError, load_cifar10, make_mini_subset
-from resnet_exp.loader import TrainBatches, augment_batch, per_class_indices, prepare_splits
+from resnet_exp.data.cifar10 import DatasetError, load_cifar10, make_mini_subset
+from resnet_exp.data.loader import TrainBatches, augment_batch, per_class_indices, prepare_splits
 
 from .conftest import TRAIN_PER_CLASS, write_image_folder, write_image_tar
 

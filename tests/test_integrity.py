@@ -7,7 +7,6 @@ is refused with the file, row and key named.
 """
 
 import io
-import json
 import os
 import pickle
 import shutil
@@ -20,12 +19,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resnet_exp.data import DatasetError, load_cifar10
-from resnet_exp.experiments import ExperimentError, load_experiment, select_runs
-from resnet_exp.plan import Action, make_plan
-from resnet_exp.results import load_results
-from resnet_exp.rundir import RunDir, RunStatus
-from resnet_exp.runner import ExecutorChoice, ResultsNotWritable, run_experiments
+from resnet_exp.data.cifar10 import DatasetError, load_cifar10
+from resnet_exp.runs.experiments import ExperimentError, load_experiment, select_runs
+from resnet_exp.runs.plan import Action, make_plan
+from resnet_exp.reporting.results import load_results
+from resnet_exp.runs.rundir import RunDir, RunStatus
+from resnet_exp.runs.runner import ExecutorChoice, ResultsNotWritable, run_experiments
 
 from .conftest import write_experiment, write_image_folder
 
@@ -148,7 +147,7 @@ def test_a_crafted_checkpoint_runs_no_code(kw, tmp_path):
 def test_a_resume_at_the_last_iteration_records_numbers(kw, tmp_path, capsys, monkeypatch):
     """Killed after the final checkpoint, before meta.json said finished: the rerun has
     nothing left to train, and must still record the final errors as numbers."""
-    import resnet_exp.train as train
+    import resnet_exp.runs.train as train
 
     exp = write_experiment(tmp_path / "e.yaml", ROWS)
 
@@ -306,9 +305,9 @@ def pristine(tiny_tar, tmp_path_factory):
     run_experiments([str(exp)], results=str(root / "finished"), **kw)
     part = write_experiment(root / "p.yaml", ROWS.replace("iterations: 40", "iterations: 400"))
     results = root / "partial"
-    from resnet_exp.experiments import load_experiment as _load
-    from resnet_exp.train import train_run
-    from resnet_exp.loader import prepare_splits
+    from resnet_exp.runs.experiments import load_experiment as _load
+    from resnet_exp.runs.train import train_run
+    from resnet_exp.data.loader import prepare_splits
 
     spec = _load(part, "smoke")[0]
     ds = load_cifar10(str(tiny_tar), data_dir=root / "data", verbose=False)
@@ -322,7 +321,7 @@ def pristine(tiny_tar, tmp_path_factory):
             time.sleep(0.005)
         stop.touch()
 
-    import resnet_exp.train as train_mod
+    import resnet_exp.runs.train as train_mod
 
     poll, train_mod.STOP_FILE_POLL_S = train_mod.STOP_FILE_POLL_S, 0.0  # look at every iteration
     threading.Thread(target=stop_after_two_lines, daemon=True).start()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_exp.rundir import TIMING_COLUMNS, RunDir, RunStatus
-from resnet_exp.runner import ExecutorChoice, run_experiments
+from resnet_exp.runs.rundir import TIMING_COLUMNS, RunDir, RunStatus
+from resnet_exp.runs.runner import ExecutorChoice, run_experiments
 
 from .conftest import write_experiment
 
@@ -173,7 +173,7 @@ rows:
 def test_a_node_that_cannot_see_the_results_is_named(tmp_path):
     import ray
 
-    from resnet_exp.ray_executor import RayUnavailable, check_shared_storage
+    from resnet_exp.runs.ray_executor import RayUnavailable, check_shared_storage
 
     ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
     try:

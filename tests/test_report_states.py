@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from resnet_exp.report import REPORTS, build_reports
+from resnet_exp.reporting.build import REPORTS, build_reports
 
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from resnet_exp.report import REPORTS
-from resnet_exp.results import load_results, table6
+from resnet_exp.reporting.build import REPORTS
+from resnet_exp.reporting.results import load_results, table6
 
 def test_results_and_table6(built_reports):
     root, _ = built_reports

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from resnet_exp.data import load_cifar10
-from resnet_exp.experiments import ExperimentError, load_experiment, load_profiles
-from resnet_exp.rundir import TIMING_COLUMNS, IdentityLock, RunDir
-from resnet_exp.runner import run_experiments
-from resnet_exp.train import load_checkpoint, lr_at
+from resnet_exp.data.cifar10 import load_cifar10
+from resnet_exp.runs.experiments import ExperimentError, load_experiment, load_profiles
+from resnet_exp.runs.rundir import TIMING_COLUMNS, IdentityLock
+from resnet_exp.runs.runner import run_experiments
+from resnet_exp.runs.train import load_checkpoint, lr_at
 
 from .conftest import write_experiment
 
@@ -65,7 +65,7 @@ def test_bad_files_are_rejected(tmp_path):
                         ("rows:\n- {model: resnet20}\nextra: 1", "unknown top-level key")]:
         with pytest.raises(ExperimentError, match=match):
             load_experiment(write_experiment(tmp_path / "f.yaml", text), "smoke")
-    with pytest.raises(ExperimentError, match="unknown profile 'fast'.*paper, quick, smoke"):
+    with pytest.raises(ExperimentError, match="unknown profile 'fast'.*paper, quick, first2k, smoke"):
         load_experiment(write_experiment(tmp_path / "g.yaml", "rows:\n- {model: resnet20}"), "fast")
 
 
@@ -89,7 +89,11 @@ def test_shipped_experiments_and_profiles_are_valid():
     p = profiles["paper"]
     assert (p.lr, p.momentum, p.weight_decay, p.batch_size) == (0.1, 0.9, 1e-4, 128)
     assert (p.iterations, p.milestones, p.warmup_lr, p.warmup_min_depth) == (64000, (32000, 48000), 0.01, 110)
-    assert profiles["quick"].iterations * 16 == p.iterations
+    q = profiles["quick"]  # the paper's recipe compressed to 1/32: drops at 1/2 and 3/4 of the run
+    assert (q.iterations * 32, q.milestones) == (p.iterations, (q.iterations // 2, q.iterations * 3 // 4))
+    assert (profiles["first2k"].iterations, profiles["first2k"].milestones) == (2000, ())  # lr 0.1 throughout
+    assert {k: v for k, v in q.model_dump().items() if k not in ("iterations", "milestones", "eval_every")} == \
+        {k: v for k, v in p.model_dump().items() if k not in ("iterations", "milestones", "eval_every")}
     names = {f.stem: {s.name for s in load_experiment(f, "paper")} for f in (REPO / "experiments").glob("*.yaml")}
     assert names["figure1"] == {"plain20", "plain56"}
     assert {"plain56", "resnet110", "resnet1202"} <= names["figure6"]

@@ -19,28 +19,17 @@ from typing import Any
 
 import torch
 
-from .data import DatasetError, load_cifar10
+from ..data.cifar10 import DatasetError, load_cifar10
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .experiments import RunSpec, check_against_data, select_runs
-from .models import build_model
+from ..models import build_model
 from .plan import Action, Job, Plan, make_plan
 from .rundir import RETRAIN_HINT
 from .train import make_optimizer, make_train_step
 from .worker import Outcome, WorkerContext
+from .device import default_profile, pick_device
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device auto or cpu")
-    return torch.device(device)
-
-
-def default_profile(device: torch.device) -> str:
-    return "paper" if device.type == "cuda" else "quick"
 
 
 # --------------------------------------------------------------------------- estimate
@@ -88,7 +77,7 @@ class Estimator:
 
     def scaled(self, jobs: list[Job]) -> float:
         """Total seconds, by FLOPs from the models timed so far (timing one more if none)."""
-        from .models import model_info
+        from ..models import model_info
 
         if not jobs:
             return 0.0

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .data import Cifar10
+from .cifar10 import Cifar10
 
 PAD = 4  # the paper: "4 pixels are padded on each side"
 

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from .fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text
 
 LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
                "elapsed_s", "images_per_s"]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from jupyter_client.manager import KernelManager
 
-from .fileio import atomic_write_text
+from ..fileio import atomic_write_text
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # the repository's notebooks/
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torch
 
 from filelock import FileLock
 
-from .fileio import atomic_write_bytes, atomic_torch_save
+from ..fileio import atomic_write_bytes, atomic_torch_save
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FULL_COUNTS = {"train": 50_000, "test": 10_000}

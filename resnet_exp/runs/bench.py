@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .loader import TrainBatches, prepare_splits
-from .models import build_model
-from .runner import pick_device
+from ..data.loader import TrainBatches, prepare_splits
+from ..models import build_model
+from .device import pick_device
 from .experiments import Recipe, load_profiles
 from .train import device_name, make_optimizer, make_train_step
 
@@ -37,7 +36,7 @@ WARMUP_ITERS = 5
 
 
 def _images(data: str | None, n_train: int = 50_000) -> tuple[torch.Tensor, torch.Tensor, str]:
-    from .data import DatasetError, load_cifar10
+    from ..data.cifar10 import DatasetError, load_cifar10
 
     try:
         ds = load_cifar10(data, download=False, verbose=False)
@@ -68,7 +67,7 @@ class TextbookCifar(torch.utils.data.Dataset):
 def bench_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, iters: int,
                recipe: Recipe, barrier: Any = None) -> float:
     """Images/s of our step. ``barrier``: start timing together with other processes."""
-    from .data import Cifar10
+    from ..data.cifar10 import Cifar10
 
     splits = prepare_splits(Cifar10(x, y, x[:10], y[:10], {}), device)
     torch.manual_seed(0)
@@ -154,7 +153,7 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
 
 def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None:
     """A benchmark's table as JSON, with what it ran on and when."""
-    from .fileio import atomic_write_json
+    from ..fileio import atomic_write_json
     from .train import git_commit
 
     atomic_write_json(path, {**fields, "torch": torch.__version__, "git_commit": git_commit(),

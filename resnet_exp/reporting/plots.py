@@ -14,7 +14,7 @@ import seaborn as sns
 
 from .paper import DEPTH_COLORS
 from .results import Results, depth_summary
-from .rundir import RunStatus
+from ..runs.rundir import RunStatus
 
 sns.set_theme(style="whitegrid", context="notebook")
 _FALLBACK = sns.color_palette("tab10")

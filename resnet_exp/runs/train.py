@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .experiments import Recipe, RunSpec
-from .fileio import atomic_torch_save, atomic_write_bytes
-from .loader import DeviceSplits, TrainBatches, evaluate
-from .models import build_model
+from ..fileio import atomic_torch_save, atomic_write_bytes
+from ..data.loader import DeviceSplits, TrainBatches, evaluate
+from ..models import build_model
 from .responses import save_responses
 from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from .experiments import ExperimentError, load_experiment
-from .models import parse_model_name
-from .rundir import RETRAIN_HINT, RunDir, RunStatus
+from ..runs.experiments import ExperimentError, load_experiment
+from ..models import parse_model_name
+from ..runs.rundir import RETRAIN_HINT, RunDir, RunStatus
 from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, PROFILE_WARNINGS, REIMPLEMENTATION_TEST_ERROR, TABLE6_MEAN_STD,
                     TABLE6_NOTES, TABLE6_TEST_ERROR)
 
@@ -319,7 +319,7 @@ def load_responses(res: Results, names: list[str]) -> pd.DataFrame:
     """Layer response stds (responses.csv) of the finished runs of these rows, from any
     experiment, one row per (run, layer); several seeds of a row are averaged by layer
     in ``responses_by_name``. Only responses computed from the run's current weights."""
-    from .responses import responses_current
+    from ..runs.responses import responses_current
 
     frames = []
     runs = unique_runs(res.runs[(res.runs["name"].isin(names)) & (res.runs["status"] == RunStatus.FINISHED.value)])
@@ -341,7 +341,7 @@ def responses_by_name(resp: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_without_responses(res: Results) -> list[str]:
-    from .responses import responses_current
+    from ..runs.responses import responses_current
 
     done = unique_runs(res.runs[res.runs["status"] == RunStatus.FINISHED.value])
     return [r.run for r in done.itertuples() if not responses_current(RunDir(res.results_dir / r.run))]

@@ -3,7 +3,7 @@ of the results (empty, unfinished, damaged, one seed or five).
 
     res = open_report(results_dir, experiments_dir, experiments)   # the first code cell
 
-``report.py`` passes each notebook its parameters (``experiments`` included), so the list
+``build.py`` passes each notebook its parameters (``experiments`` included), so the list
 of experiment files a report reads lives in one place: ``report.REPORTS``.
 """
 

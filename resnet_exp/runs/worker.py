@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .data import Cifar10, load_cifar10
-from .loader import DeviceSplits, prepare_splits
+from ..data.cifar10 import Cifar10, load_cifar10
+from ..data.loader import DeviceSplits, prepare_splits
 from .plan import Job, finished_by_identity
 from .rundir import RunStatus
 from .train import RunInterrupted, train_run
