@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole reproduction in one command: set up .venv, train what is not trained yet
-# (figure1, figure6, ablations), build the HTML reports, print the index's path.
+# (figure1, figure6, ablations, table6 on a GPU; plain-20/56 and ResNet-20/56 on a CPU),
+# build the HTML reports, print which of the paper's claims held and the index's path.
 # Safe to rerun and to interrupt: finished runs are skipped, interrupted ones resume.
 #
 # Options (defaults in brackets):
@@ -10,7 +11,9 @@
 #   --device auto|cpu|cuda        [auto]
 #   --results DIR                 [results/, or results-mini/ for the bundled mini subset]
 #   --out DIR                     reports [reports/]
-#   --all                         the whole reproduction even without CUDA [figure1 only on a CPU]
+#   --all                         the whole reproduction even without CUDA [on a CPU: plain20 plain56
+#                                 resnet20 resnet56, the degradation and its cure]
+#   --dry-run                     print the plan (runs, estimated time, what is left out) and stop
 #   --include-opt-in              also the opt-in rows (resnet1202, ...)
 #   --retrain-damaged             train damaged runs again (old folders kept in .damaged/)
 #   --executor local|pool|ray     [local: one run after another]
@@ -41,6 +44,10 @@ OUT="reports"
 PASS=()
 EXTRAS=""
 ALL=0
+DRY=0
+# The CPU default (configuration, not code): Figure 1's pair and their residual twins, so a
+# laptop run shows the degradation *and* its cure, in about an hour on 2 cores (README).
+CPU_ROWS=(plain20 plain56 resnet20 resnet56)
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) PROFILE="$(value "$@")"; shift 2 ;;
@@ -51,6 +58,7 @@ while [ $# -gt 0 ]; do
             PASS+=("$1" "$(value "$@")"); shift 2 ;;
         --executor) v="$(value "$@")"; PASS+=(--executor "$v"); [ "$v" = ray ] && EXTRAS=ray; shift 2 ;;
         --include-opt-in|--retrain-damaged) PASS+=("$1"); shift ;;
+        --dry-run) DRY=1; shift ;;
         --all) ALL=1; shift ;;
         --only) [ $# -ge 2 ] && [[ "$2" != --* ]] || die "--only needs at least one row name"
             ALL=1; shift; PASS+=(--only); while [ $# -gt 0 ] && [[ "$1" != --* ]]; do PASS+=("$1"); shift; done ;;
@@ -67,20 +75,21 @@ source scripts/setup_venv.sh
 ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
 "$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || exit 2
 
-# 2. the job: everything with CUDA; on a CPU, Figure 1 (what fits in about an hour on a
-#    laptop and still shows the degradation), the rest listed with its cost and --all.
-#    The smoke profile is cheap everywhere: it always runs everything.
+# 2. the job: everything with CUDA; on a CPU, the CPU_ROWS of figure1 and figure6 (what fits
+#    in about an hour on a laptop and shows both halves of the paper), the rest listed with
+#    its cost and --all. The smoke profile is cheap everywhere: it always runs everything.
 CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
+ONLY=()
 if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
     FILES=("${ALL_FILES[@]}"); LEFT=()
 else
-    FILES=("${ALL_FILES[0]}"); LEFT=("${ALL_FILES[@]:1}")
+    FILES=("${ALL_FILES[@]:0:2}"); LEFT=("${ALL_FILES[@]:1}"); ONLY=(--only "${CPU_ROWS[@]}")
 fi
 if [ -z "$PROFILE" ]; then
     PROFILE="$([ "$CUDA" = 1 ] && echo paper || echo quick)"
 fi
-echo "[run_all] profile: $PROFILE; experiments: ${FILES[*]}"
+echo "[run_all] profile: $PROFILE; experiments: ${FILES[*]}${ONLY[@]+ (rows: ${ONLY[*]:1})}"
 
 # 3. data: the real CIFAR-10 (data/ or torchvision's download), else the bundled mini subset
 MINI=0
@@ -111,7 +120,8 @@ trap 'INTERRUPTED=1' INT TERM
 INTERRUPTED=0
 status=0
 "$PY" -m resnet_exp run "${FILES[@]}" --profile "$PROFILE" --results "$RESULTS" ${DATA:+--data "$DATA"} \
-    ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} ${PASS[@]+"${PASS[@]}"} || status=$?
+    ${ONLY[@]+"${ONLY[@]}"} ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} \
+    ${PASS[@]+"${PASS[@]}"} $([ "$DRY" = 1 ] && echo --dry-run) || status=$?
 trap - INT TERM
 if [ "$status" -eq 130 ] || [ "$INTERRUPTED" = 1 ]; then
     echo "[run_all] interrupted: finished runs are kept and interrupted ones resume where they stopped;" \
@@ -123,8 +133,12 @@ elif [ "$status" -ne 0 ]; then
     echo "[run_all] some runs failed (exit $status); building the reports from what there is" >&2
 fi
 
-# 5. reports
+[ "$DRY" = 1 ] && exit "$status"
+
+# 5. reports, and the paper's claims in words (the same table heads the index page)
 "$PY" -m resnet_exp report --results "$RESULTS" --out "$OUT"
+echo
+"$PY" -m resnet_exp claims --results "$RESULTS" || true
 if [ "$MINI" = 1 ]; then
     echo "[run_all] REMINDER: these reports come from the bundled MINI SUBSET, not CIFAR-10."
 fi

@@ -56,6 +56,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(f"--results {args.results}: no such folder; train first or point --results at "
+                                "a results folder (e.g. reports/reference/cpu-quick/results)")
+    from .reporting.claims import claims_for, claims_text
+
+    claims, notes = claims_for(args.results)
+    if args.json:
+        print(json.dumps({"results": args.results, "claims": [c.as_dict() for c in claims], "notes": notes},
+                         indent=2))
+    else:
+        print(claims_text(claims, notes))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .runs.bench import run_bench, run_concurrent_bench
 
@@ -151,6 +169,15 @@ def add_report_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     rep.set_defaults(func=cmd_report)
 
 
+def add_claims_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    c = sub.add_parser("claims", help="which of the paper's claims hold on a results folder, with the numbers",
+                       formatter_class=fmt,
+                       epilog="example: python -m resnet_exp claims --results reports/reference/cpu-quick/results")
+    c.add_argument("--results", default="results", help="results folder to read")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(func=cmd_claims)
+
+
 def add_bench_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     b = sub.add_parser("bench", help="training images/s: our step vs a textbook loop", formatter_class=fmt,
                        epilog="examples: python -m resnet_exp bench --iters 10; "
@@ -201,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
                                 description="Reproduce the degradation experiment of He et al. (2016).")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_models_parser, add_run_parser, add_report_parser, add_bench_parser, add_data_parser, add_responses_parser, add_make_mini_parser):
+    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_bench_parser,
+                add_data_parser, add_responses_parser, add_make_mini_parser):
         add(sub, fmt)
     return p
 

@@ -135,9 +135,11 @@ def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, sho
 
 
 def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[str, str]) -> Path:
+    from .claims import check_claims, claims_html
     from .results import load_results, provenance_html
 
     res = load_results(results)
+    claims, notes = check_claims(res)
     exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
     e = html.escape
     items = []
@@ -158,6 +160,10 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <body>
 <h1>resnet-exp: the degradation experiment of He et al. (2016) on CIFAR-10</h1>
 {provenance_html(res, exp_files)}
+<h2>Which of the paper's claims held on these runs</h2>
+<p>Computed from the runs' logs by <code>resnet_exp/reporting/claims.py</code> (also
+<code>python -m resnet_exp claims --results {e(str(results))}</code>); read them with the warnings above.</p>
+{claims_html(claims, notes)}
 <h2>The degradation problem in one picture</h2>
 {figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
 <h2>Reports</h2>

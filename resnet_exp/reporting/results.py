@@ -356,28 +356,3 @@ def responses_summary(resp: pd.DataFrame) -> pd.DataFrame:
         rows.append({"network": name, "layers": len(g), "seeds": int(g["seeds"].max()), "mean std": g["std"].mean(),
                      "median std": g["std"].median(), "max std": g["std"].max()})
     return pd.DataFrame(rows)
-
-
-def responses_statement(resp: pd.DataFrame) -> str:
-    """The paper's two claims of Figure 7, checked in words against our numbers, whichever
-    way they come out: ResNets respond more weakly than plain nets of the same depth, and
-    deeper ResNets more weakly still (compared by the mean std over layers)."""
-    means = responses_by_name(resp).groupby("name")["std"].mean()
-    out = []
-    for depth in (20, 56):
-        p, r = f"plain{depth}", f"resnet{depth}"
-        if p in means and r in means:
-            holds = means[r] < means[p]
-            out.append(f"At {depth} layers the ResNet's mean response std is {means[r]:.3f}, the plain net's "
-                       f"{means[p]:.3f}: the ResNet responds {'more weakly' if holds else 'more strongly'}, "
-                       f"{'as' if holds else 'unlike'} the paper.")
-    deep = [(d, means[f"resnet{d}"]) for d in (20, 56, 110) if f"resnet{d}" in means]
-    if len(deep) >= 2:
-        ordered = all(a[1] > b[1] for a, b in zip(deep, deep[1:]))
-        out.append("ResNet mean response std by depth: " + ", ".join(f"{d} layers {v:.3f}" for d, v in deep) +
-                   (": deeper ResNets respond more weakly, as the paper." if ordered else
-                    ": not decreasing with depth, unlike the paper."))
-    if not out:
-        return ("Not enough runs to check the paper's claims (it needs plain and ResNet nets of the same depth, "
-                "or two ResNet depths).")
-    return " ".join(out)
