@@ -127,6 +127,9 @@ if [ "$status" -eq 130 ] || [ "$INTERRUPTED" = 1 ]; then
     echo "[run_all] interrupted: finished runs are kept and interrupted ones resume where they stopped;" \
          "run ./run_all.sh again to go on (reports: python -m resnet_exp report --results $RESULTS)" >&2
     exit 130
+elif [ "$status" -eq 3 ]; then
+    echo "[run_all] stopped: the disk is full (the message above says where); no reports were built" >&2
+    exit 3
 elif [ "$status" -eq 2 ]; then
     exit 2  # bad input (experiment file, dataset): the message above says what to fix
 elif [ "$status" -ne 0 ]; then

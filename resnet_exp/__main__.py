@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .fileio import EXIT_NO_SPACE, is_no_space, no_space_message
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -242,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; finished work is kept and interrupted runs resume from their "
               "last checkpoint on the next invocation", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as e:  # bad input: one clear line, no traceback
+    except OSError as e:
+        if not is_no_space(e):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(no_space_message(e.filename), file=sys.stderr)  # a full disk: one message, its own status
+        return EXIT_NO_SPACE
+    except ValueError as e:  # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

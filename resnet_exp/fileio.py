@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,3 +54,42 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# --------------------------------------------------------------------------- a full disk
+EXIT_NO_SPACE = 3  # the exit status of an invocation stopped by a full disk
+
+
+def is_no_space(e: BaseException) -> bool:
+    """A write failed because the filesystem (or the user's quota) is full."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "an unknown amount"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def no_space_message(path: str | os.PathLike | None) -> str:
+    """The one message a full disk gets: where, how much is free, that nothing is lost, what to do."""
+    where = Path(path) if path else Path(".")
+    return (f"NO SPACE LEFT ON DEVICE writing {where} ({human_bytes(free_bytes(where))} free there). Stopped "
+            "everything at once. Nothing finished was lost: every write is atomic, so finished runs are complete "
+            "and interrupted runs resume from their last good checkpoint. Free some space on that filesystem (or "
+            "pass --results DIR on a bigger one, with the runs moved there) and run the same command again.")

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
 import tarfile
 import zlib
@@ -35,6 +34,7 @@ import torch
 from filelock import FileLock
 
 from ..fileio import atomic_write_bytes, atomic_torch_save
+from .batches import read_batches
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FULL_COUNTS = {"train": 50_000, "test": 10_000}
@@ -203,21 +203,6 @@ def _sha256_file(path: Path) -> str:
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 N,3,32,32; int64 N)
 
 
-def _unpickle_batches(read: Any, prefix: str) -> Splits:
-    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            d = pickle.loads(read(f"{prefix}{name}"), encoding="bytes")
-            return (np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
-                    np.asarray(d[b"labels"], dtype=np.int64))
-        except (KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
-            raise DatasetError(f"CIFAR-10 batch {prefix}{name} is unreadable ({e})") from e
-
-    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    test = batch("test_batch")
-    return {"train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
-            "test": test}
-
-
 def _read_torchvision_dir(path: Path) -> tuple[Splits, bool]:
     root = path / TORCHVISION_DIR if (path / TORCHVISION_DIR).is_dir() else path
 
@@ -227,7 +212,7 @@ def _read_torchvision_dir(path: Path) -> tuple[Splits, bool]:
             raise DatasetError(f"{f} is missing: the torchvision layout is incomplete")
         return f.read_bytes()
 
-    return _unpickle_batches(read, ""), False
+    return read_batches(read, lambda name: str(root / name), DatasetError), False
 
 
 def _read_torchvision_tar(path: Path) -> tuple[Splits, bool]:
@@ -240,7 +225,7 @@ def _read_torchvision_tar(path: Path) -> tuple[Splits, bool]:
             raise DatasetError(f"{path}: {name} missing from the archive (truncated?)")
         return members[name]
 
-    return _unpickle_batches(read, ""), False
+    return read_batches(read, lambda name: f"{path}: member {name}", DatasetError), False
 
 
 _IMAGE_PATH = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
@@ -251,16 +236,24 @@ def _read_image_folder(path: Path) -> tuple[Splits, bool]:
 
 
 def _read_image_tar(path: Path) -> tuple[Splits, bool]:
-    return _decode_images(_iter_tar(path), str(path))
+    return _decode_images(_iter_tar(path, MAX_IMAGE_BYTES), str(path))
 
 
-def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
+# The largest member worth reading: a CIFAR-10 python batch is 31 MB, a 32x32 image a few KB.
+# A bigger member is refused before it is read (a crafted archive cannot fill the memory).
+MAX_BATCH_BYTES, MAX_IMAGE_BYTES = 64 << 20, 1 << 20
+
+
+def _iter_tar(path: Path, max_member_bytes: int = MAX_BATCH_BYTES) -> Iterator[tuple[str, bytes]]:
     """Every regular file of a tar, as (name, bytes); truncation is an error, never a
-    silently smaller dataset."""
+    silently smaller dataset. Nothing is extracted to disk (no path in it is ever used)."""
     gz = path.name.lower().endswith((".gz", ".tgz"))
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             for member in tar:
+                if member.isfile() and member.size > max_member_bytes:
+                    raise DatasetError(f"{path}: {member.name} is {member.size / 2**20:.0f} MB, larger than any "
+                                       "file of CIFAR-10: not a CIFAR-10 archive")
                 if member.isfile():
                     f = tar.extractfile(member)
                     data = f.read() if f else b""
@@ -350,14 +343,16 @@ def _decode_images(items: Iterable[tuple[str, bytes]], where: str) -> tuple[Spli
         try:
             if name.lower().endswith(LOSSY_EXTENSIONS) and (problem := jpeg_problem(data)):
                 raise ValueError(problem)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data))  # reads the header only
+            if img.size != (32, 32):  # before decoding: a crafted 30000x30000 image is never expanded
+                raise DatasetError(f"{where}: {name} is {img.size[0]}x{img.size[1]}, expected 32x32")
             img.load()  # the whole image: a truncated file raises here, not later
             img = img.convert("RGB")
+        except DatasetError:
+            raise
         except Exception as e:
             raise DatasetError(f"{where}: {name} is corrupt or truncated ({e}); copy or download the "
                                "dataset again") from e
-        if img.size != (32, 32):
-            raise DatasetError(f"{where}: {name} is {img.size[0]}x{img.size[1]}, expected 32x32")
         images[split].append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
         labels[split].append(CLASSES.index(cls))
         lossy |= name.lower().endswith(LOSSY_EXTENSIONS)

@@ -56,7 +56,14 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
         meta = run.read_meta()
         cfg, recipe = meta["config"], meta["config"].get("recipe", {})
         log = _read_log(run.log_path)
-        family, depth = parse_model_name(cfg["model"])
+        try:  # someone else's folder may name a model or keys this version does not know
+            family, depth = parse_model_name(cfg["model"])
+            if missing := [k for k in ("name", "seed") if k not in cfg]:
+                raise KeyError(", ".join(missing))
+        except (KeyError, TypeError, ValueError) as e:
+            damaged.append((str(run.path), f"meta.json's config is not one this version reads "
+                                           f"({type(e).__name__}: {e})"))
+            continue
         last = log.iloc[-1] if len(log) else None
         key = run.key
         runs.append({
@@ -325,11 +332,21 @@ def load_responses(res: Results, names: list[str]) -> pd.DataFrame:
     runs = unique_runs(res.runs[(res.runs["name"].isin(names)) & (res.runs["status"] == RunStatus.FINISHED.value)])
     for r in runs.itertuples():
         run = RunDir(res.results_dir / r.run)
-        if responses_current(run):
-            d = pd.read_csv(run.responses_path)
+        if responses_current(run) and (d := _read_responses(run.responses_path)) is not None:
             frames.append(d.assign(run=r.run, name=r.name, family=r.family, depth=r.depth))
     cols = ["run", "name", "family", "depth", "layer", "module", "std"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def _read_responses(path: Path) -> pd.DataFrame | None:
+    """responses.csv with its columns and a finite std per layer, or None (left out, not drawn)."""
+    try:
+        d = pd.read_csv(path)
+        d["std"] = pd.to_numeric(d["std"], errors="raise")
+        d["layer"] = pd.to_numeric(d["layer"], errors="raise")
+        return d[["layer", "module", "std"]] if d["std"].notna().all() and len(d) else None
+    except (OSError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
 
 
 def responses_by_name(resp: pd.DataFrame) -> pd.DataFrame:

@@ -30,13 +30,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Callable, Any, Protocol
 
 from tqdm import tqdm
 
 from .plan import Job
 from .rundir import RunStatus
-from .worker import Outcome, WorkerContext, run_job
+from .worker import NO_SPACE, Outcome, WorkerContext, run_job
 
 
 class DriverStop:
@@ -47,13 +47,24 @@ class DriverStop:
         self.path = Path(results) / ".stop" / uuid.uuid4().hex
         self.requested = False
 
-    def request(self) -> None:
+    def request(self, say: bool = True) -> None:
         if not self.requested:
             self.requested = True
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.touch()
-            print("\ninterrupt: every run checkpoints at its next iteration and stops "
-                  "(Ctrl-C again to stop at once, losing the work since each run's last checkpoint)", flush=True)
+            if say:
+                print("\ninterrupt: every run checkpoints at its next iteration and stops "
+                      "(Ctrl-C again to stop at once, losing the work since each run's last checkpoint)", flush=True)
+
+    def stop_for_full_disk(self, kill: Callable[[], None]) -> None:
+        """A worker found the disk full: every other worker stops at its next iteration. An
+        empty stop file usually fits on a full disk; where it does not, ``kill`` stops the
+        workers at once (they lose only the work since their last checkpoint)."""
+        try:
+            self.request(say=False)
+        except OSError:
+            self.requested = True
+            kill()
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -127,6 +138,8 @@ class LocalExecutor:
             if outcome.status == RunStatus.INTERRUPTED.value:  # Ctrl-C reached train_run
                 stop.requested = True
                 break
+            if outcome.status == NO_SPACE:  # nothing else can be written either
+                break
         return outcomes
 
 
@@ -197,7 +210,7 @@ class PoolExecutor:
         try:
             while True:
                 try:
-                    self._drain(events, jobs, board, outcomes, started, procs)
+                    self._drain(events, jobs, board, outcomes, started, procs, stop)
                     break
                 except KeyboardInterrupt:
                     if stop.requested:
@@ -219,7 +232,7 @@ class PoolExecutor:
 
     @staticmethod
     def _drain(events: Any, jobs: list[Job], board: ProgressBoard, outcomes: dict[int, Outcome],
-               started: dict[int, dict[str, Any]], procs: list[Any]) -> None:
+               started: dict[int, dict[str, Any]], procs: list[Any], stop: DriverStop) -> None:
         while len(outcomes) < len(jobs):
             try:
                 kind, index, payload = events.get(timeout=0.5)
@@ -234,3 +247,5 @@ class PoolExecutor:
             else:
                 outcomes[index] = payload
                 board.ended(index, payload)
+                if payload.status == NO_SPACE:
+                    stop.stop_for_full_disk(kill=lambda: [p.kill() for p in procs])

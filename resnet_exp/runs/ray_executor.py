@@ -22,7 +22,7 @@ from typing import Any
 from .executors import DriverStop, ProgressBoard
 from .plan import Job
 from .rundir import RunStatus
-from .worker import Outcome, WorkerContext, run_job
+from .worker import NO_SPACE, Outcome, WorkerContext, run_job
 
 
 class RayUnavailable(ValueError):
@@ -145,6 +145,8 @@ class RayExecutor:
                             outcomes[i] = Outcome(jobs[i], RunStatus.FAILED.value, jobs[i].run.read_meta() or {},
                                                   error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
                         board.ended(i, outcomes[i])
+                        if outcomes[i].status == NO_SPACE:  # the others stop at their next iteration
+                            stop.stop_for_full_disk(kill=lambda: [ray.cancel(r, force=True) for r in pending])
                 except KeyboardInterrupt:
                     if stop.requested:
                         for ref in pending:

@@ -10,6 +10,7 @@ with the sha256 of the weights it came from, so a changed ``model.pt`` is recomp
 from __future__ import annotations
 
 import csv
+import pickle
 import io
 from typing import Any
 
@@ -74,7 +75,7 @@ def responses_current(run: RunDir) -> bool:
     try:
         with open(run.responses_path, newline="") as f:
             rows = list(csv.DictReader(f))
-    except OSError:
+    except (OSError, ValueError, csv.Error):  # missing, binary or malformed: not current
         return False
     return bool(rows) and rows[0].get("model_sha256") == sha256_file(run.model_path)
 
@@ -99,10 +100,19 @@ def update_responses(results: str, data: str | None = None, data_dir: str = "dat
             continue
         per_class = cfg["recipe"].get("test_per_class")
         idx = per_class_indices(ds.test_y, first=per_class) if per_class else torch.arange(len(ds.test_y))
-        mean = torch.load(run.mean_path, map_location="cpu", weights_only=True)
-        x = (ds.test_x[idx].float().div_(255) - mean).to(dev).contiguous(memory_format=torch.channels_last)
-        model = build_model(cfg["model"], shortcut=cfg.get("shortcut"), zero_init_residual=cfg.get("zero_init_residual", False))
-        model.load_state_dict(torch.load(run.model_path, map_location="cpu", weights_only=True))
+        try:  # weights_only: tensors, never code; a file of the wrong shape is named, not a traceback
+            mean = torch.load(run.mean_path, map_location="cpu", weights_only=True)
+            if not isinstance(mean, torch.Tensor) or mean.shape != ds.test_x.shape[1:]:
+                raise ValueError(f"mean.pt holds {type(mean).__name__} {getattr(mean, 'shape', '')}, "
+                                 f"not a per-pixel mean of shape {tuple(ds.test_x.shape[1:])}")
+            x = (ds.test_x[idx].float().div_(255) - mean).to(dev).contiguous(memory_format=torch.channels_last)
+            model = build_model(cfg["model"], shortcut=cfg.get("shortcut"),
+                                zero_init_residual=cfg.get("zero_init_residual", False))
+            model.load_state_dict(torch.load(run.model_path, map_location="cpu", weights_only=True))
+        except (RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError, EOFError) as e:
+            print(f"[responses] {run.key}: skipped, its mean.pt or model.pt is unusable ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''})")
+            continue
         save_responses(run, model.to(dev).to(memory_format=torch.channels_last), x)
         print(f"[responses] {run.key}: responses.csv written")
     return len(todo)

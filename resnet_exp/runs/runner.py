@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,14 @@ from typing import Any
 import torch
 
 from ..data.cifar10 import DatasetError, load_cifar10
+from ..fileio import EXIT_NO_SPACE, free_bytes, human_bytes
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .experiments import RunSpec, check_against_data, select_runs
 from ..models import build_model
 from .plan import Action, Job, Plan, make_plan
 from .rundir import RETRAIN_HINT
 from .train import make_optimizer, make_train_step
-from .worker import Outcome, WorkerContext
+from .worker import NO_SPACE, Outcome, WorkerContext
 from .device import default_profile, pick_device
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
@@ -167,6 +169,7 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     if left_out:
         print_left_out(plan_left_out(specs, select_runs(left_out, profile, None, include_opt_in), results_dir,
                                      prov["sha256"]), estimator if estimate else None, left_out_hint)
+    warn_if_short_of_space(plan, results_dir)
     if dry_run:
         return 0
 
@@ -185,6 +188,9 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     finally:
         stop.clear()
     print_summary(plan, outcomes)
+    if full := [o for o in outcomes if o.status == NO_SPACE]:
+        print(f"\n{full[0].error}", file=sys.stderr)
+        return EXIT_NO_SPACE
     if stop.requested:
         print("\ninterrupted: finished runs are kept; interrupted runs resume from their checkpoint "
               "on the next invocation")
@@ -215,6 +221,26 @@ def plan_left_out(specs: list[RunSpec], left: list[RunSpec], results: Path, data
     mine = {id(s) for s in left}
     return Plan([p for p in both.runs if id(p.spec) in mine], results, dataset_sha256,
                 [j for j in both.jobs if id(j.spec) in mine])
+
+
+def space_needed(plan: Plan) -> int:
+    """Bytes the plan's jobs write, roughly: every run's final weights (fp32) and, at its
+    peak, one run's checkpoint (weights and momentum) twice over (the atomic write's
+    temporary copy beside the old file)."""
+    from ..models import model_info
+
+    params = [model_info(j.spec.model)["params"] for j in plan.jobs]
+    return sum(4 * n for n in params) + max((16 * n for n in params), default=0) + (1 << 20) * len(params)
+
+
+def warn_if_short_of_space(plan: Plan, results: Path) -> None:
+    if not plan.jobs:
+        return
+    need, free = space_needed(plan), free_bytes(results)
+    if free is not None and free < need:
+        print(f"  WARNING: {human_bytes(free)} free where the results go ({results}); the planned runs write "
+              f"about {human_bytes(need)} (final weights and checkpoints). Free space first, or pass --results "
+              "on a bigger disk. If the disk fills, everything stops cleanly and resumes later.\n")
 
 
 class ResultsNotWritable(ValueError):

@@ -19,6 +19,7 @@ import torch
 
 from ..data.cifar10 import Cifar10, load_cifar10
 from ..data.loader import DeviceSplits, prepare_splits
+from ..fileio import is_no_space, no_space_message
 from .plan import Job, finished_by_identity
 from .rundir import RunStatus
 from .train import RunInterrupted, train_run
@@ -37,10 +38,13 @@ class WorkerContext:
     progress: bool = False         # a per-run progress bar (the sequential executor)
 
 
+NO_SPACE = "no space"  # an Outcome status: a write found the disk full; the invocation stops
+
+
 @dataclass
 class Outcome:
     job: Job
-    status: str                    # a RunStatus value, or "locked" / "not started"
+    status: str                    # a RunStatus value, or "locked" / "not started" / NO_SPACE
     meta: dict[str, Any] = field(default_factory=dict)
     where: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -78,6 +82,8 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     device = torch.device(ctx.device)
+    if ctx.stop_file and os.path.exists(ctx.stop_file):  # stopped before this job began: leave it untouched
+        return Outcome(job, "not started", where=where)
     lock = job.run.lock(job.identity)
     if not lock.acquire():
         return Outcome(job, "locked", where=where)
@@ -107,6 +113,9 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
             job.run.update_meta(status=RunStatus.INTERRUPTED.value)
         raise
     except Exception as e:  # one broken run must not stop the others
+        if is_no_space(e):  # ...but a full disk stops them all: the driver says so once, no traceback
+            return Outcome(job, NO_SPACE, job.run.read_meta() or {}, where,
+                           error=no_space_message(getattr(e, "filename", None) or job.run.path))
         traceback.print_exc()
         error = f"{type(e).__name__}: {e}"
         try:
