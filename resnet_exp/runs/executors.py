@@ -94,6 +94,8 @@ class ProgressBoard:
         errors = (f"train {f['train_error']:.2f} % / test {f['test_error']:.2f} %"
                   if "train_error" in f and "test_error" in f else "")
         extra = outcome.error or (f"copied from {outcome.reused_from}" if outcome.reused_from else "")
+        if outcome.status == NO_SPACE:  # the driver says it once, at the end, with what to do
+            extra = "(the disk is full: stopping every run)"
         self.say(f"[{outcome.status}] {outcome.job.spec.label} on {_where(outcome.where)} {errors} {extra}".rstrip())
         self.bar.set_description(f"{len(self.ended_jobs)}/{len(self.jobs)} runs")
         self.poll(force=True)
