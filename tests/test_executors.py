@@ -132,31 +132,94 @@ def test_two_drivers_at_once_train_each_identity_once(tiny_tar, tmp_path):
         assert len(trained) == 1 and len(trained[0]["attempts"]) == 1
 
 
-def test_ctrl_c_on_the_driver_stops_the_pool_workers_at_a_checkpoint(tiny_tar, tmp_path):
-    """SIGINT to the driver alone (not its process group): the workers learn of it through
-    the driver's stop file, checkpoint and stop; the next invocation resumes them."""
-    import signal
+class _Lines:
+    """The driver's output, read as it comes (a thread), so a test can act on a line."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self.thread.start()
+
+    def wait_for(self, text: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+        import time
+
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if any(text in line for line in list(self.lines)):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"never printed {text!r}:\n{''.join(self.lines)}")
+
+    def text(self) -> str:
+        self.thread.join(timeout=30)
+        return "".join(self.lines)
+
+
+def _both_running(tmp_path: Path, proc: subprocess.Popen) -> None:
     import time
+
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        metas = [RunDir(p).read_meta() or {} for p in (tmp_path / "r" / "long").glob("*")]
+        if len(metas) == 2 and all(m.get("status") == "running" for m in metas):
+            time.sleep(1.0)  # a few iterations in
+            return
+        time.sleep(0.05)
+    raise AssertionError("the runs never started")
+
+
+# When the SIGINT lands: while the plan is timed and the pool is built (workers not yet
+# started, or importing torch); when the first worker has taken a job but may not watch the
+# stop file yet; and in the middle of training.
+MOMENTS = {
+    "pool-start": lambda lines, proc, tmp_path: lines.wait_for("ESTIMATED TIME", proc),
+    "first-job": lambda lines, proc, tmp_path: lines.wait_for("[start]", proc),
+    "training": lambda lines, proc, tmp_path: _both_running(tmp_path, proc),
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_ctrl_c_on_the_driver_stops_the_pool_workers_at_a_checkpoint(tiny_tar, tmp_path, moment):
+    """SIGINT to the driver alone (not its process group), at several moments of start-up:
+    the workers learn of it through the driver's stop file; a run that started checkpoints
+    and stops, one that did not is left untouched; the driver exits 130 within seconds,
+    with no traceback; the next invocation resumes."""
+    import signal
 
     exp = write_experiment(tmp_path / "long.yaml", """
 rows:
   - {model: resnet8, iterations: 100000, milestones: [90000], eval_every: 50000, batch_size: 16}
   - {model: plain8, iterations: 100000, milestones: [90000], eval_every: 50000, batch_size: 16}
 """)
-    driver = _driver(["run", str(exp), "--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu",
-                      "--results", "r", "--workers", "2", "--threads", "1"], tmp_path)
-    deadline = time.time() + 180
-    while time.time() < deadline and driver.poll() is None:
-        metas = [RunDir(p).read_meta() or {} for p in (tmp_path / "r" / "long").glob("*")]
-        if len(metas) == 2 and all(m.get("status") == "running" for m in metas):
-            break
-        time.sleep(0.05)
-    time.sleep(1.0)
+    args = ["run", str(exp), "--profile", "smoke", "--data", str(tiny_tar), "--device", "cpu",
+            "--results", "r", "--workers", "2", "--threads", "1"]
+    driver = _driver(args, tmp_path)
+    lines = _Lines(driver)
+    MOMENTS[moment](lines, driver, tmp_path)
     driver.send_signal(signal.SIGINT)
-    out = driver.communicate(timeout=120)[0]
+    driver.wait(timeout=120)
+    out = lines.text()
     assert driver.returncode == 130, out
-    assert "interrupt: every run checkpoints" in out and "Traceback" not in out
-    for run in (RunDir(p) for p in (tmp_path / "r" / "long").glob("*")):
+    assert "Traceback" not in out, out
+    runs = [RunDir(p) for p in (tmp_path / "r" / "long").glob("*")]
+    for run in runs:
         meta = run.read_meta()
-        assert meta["status"] == "interrupted" and run.has_checkpoint() and 0 < meta["iteration"] < 100000
+        assert meta["status"] == "interrupted", (meta["status"], out)
+        assert run.has_checkpoint() and 0 <= meta["iteration"] < 100000
+    if moment == "training":
+        assert "interrupt: every run checkpoints" in out and len(runs) == 2
+        assert all(r.read_meta()["iteration"] > 0 for r in runs)
     assert not list((tmp_path / "r" / ".stop").glob("*"))  # the driver removed its stop file
+    # the next invocation's plan takes up where this one stopped (then it is stopped too)
+    again = _driver(args, tmp_path)
+    lines = _Lines(again)
+    lines.wait_for("ESTIMATED TIME", again)
+    again.send_signal(signal.SIGINT)
+    again.wait(timeout=120)
+    plan = lines.text()
+    assert again.returncode == 130 and "Traceback" not in plan
+    for run in runs:
+        if (at := run.read_meta()["iteration"]) > 0:
+            assert f"resume at {at}" in plan, plan

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -199,33 +200,52 @@ class PoolExecutor:
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         mp = multiprocessing.get_context("spawn")  # fresh interpreters: no forked CUDA or thread state
         todo, events = mp.Queue(), mp.Queue()
-        for item in enumerate(jobs):
-            todo.put(item)
-        for _ in self.slots:
-            todo.put(None)
-        procs = [mp.Process(target=_pool_worker, args=(slot, ctx, todo, events), daemon=True) for slot in self.slots]
-        for p in procs:
-            p.start()
+        procs: list[Any] = []
+        asked = {"stop": False, "abort": False}
+
+        # Ctrl-C only sets flags (no I/O, no exception); the loop acts on them at safe points.
+        # A KeyboardInterrupt raised at an arbitrary point could land inside events.get()
+        # halfway through reading a message, leaving the pipe out of step and the driver
+        # blocked for ever on its next read; or while the pool is being built, before
+        # anything watches for it; a print from the handler could collide with tqdm's.
+        def on_sigint(signum: int, frame: Any) -> None:
+            if asked["stop"]:    # the second Ctrl-C: stop at once
+                asked["abort"] = True
+                for p in procs:
+                    p.kill()
+            asked["stop"] = True
+
+        def aborted() -> bool:
+            """Called at safe points: carry out what Ctrl-C asked for."""
+            if asked["stop"] and not stop.requested:
+                stop.request()   # every worker checkpoints at its next iteration
+            return asked["abort"]
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
         board = ProgressBoard(jobs, self.progress)
         outcomes: dict[int, Outcome] = {}
         started: dict[int, dict[str, Any]] = {}
         try:
-            while True:
-                try:
-                    self._drain(events, jobs, board, outcomes, started, procs, stop)
+            for item in enumerate(jobs):
+                todo.put(item)
+            for _ in self.slots:
+                todo.put(None)
+            for slot in self.slots:
+                aborted()
+                if stop.requested:  # stopped while the pool was being built: start no more workers
                     break
-                except KeyboardInterrupt:
-                    if stop.requested:
-                        raise
-                    stop.request()  # and keep draining: the workers checkpoint and report
-        except KeyboardInterrupt:
-            for p in procs:
-                p.kill()
-            raise
+                procs.append(mp.Process(target=_pool_worker, args=(slot, ctx, todo, events), daemon=True))
+                procs[-1].start()
+            self._drain(events, jobs, board, outcomes, started, procs, stop, aborted)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             board.close()
             for p in procs:
                 p.join(timeout=5)
+        if aborted():
+            raise KeyboardInterrupt
         for i, where in started.items():  # a worker process that died mid-run (OOM, kill -9)
             if i not in outcomes:
                 outcomes[i] = Outcome(jobs[i], RunStatus.FAILED.value, jobs[i].run.read_meta() or {}, where,
@@ -234,8 +254,9 @@ class PoolExecutor:
 
     @staticmethod
     def _drain(events: Any, jobs: list[Job], board: ProgressBoard, outcomes: dict[int, Outcome],
-               started: dict[int, dict[str, Any]], procs: list[Any], stop: DriverStop) -> None:
-        while len(outcomes) < len(jobs):
+               started: dict[int, dict[str, Any]], procs: list[Any], stop: DriverStop,
+               aborted: Callable[[], bool]) -> None:
+        while len(outcomes) < len(jobs) and not aborted():
             try:
                 kind, index, payload = events.get(timeout=0.5)
             except queue.Empty:

@@ -215,8 +215,10 @@ class RunDir:
         checkpoint at ``iteration`` covers. None when the log is unreadable."""
         try:
             lines = self.log_path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:  # no line logged yet (a run stopped before its first evaluation)
+            return b""
         except OSError:
-            return None if iteration else b""
+            return None
         out = lines[:1]
         for line in lines[1:]:
             try:
