@@ -71,6 +71,27 @@ def test_imagenet_matches_torchvision(depth):
     assert n_params(ours) == n_params(theirs)
 
 
+def test_cifar_resnet18_is_the_tutorials_net():
+    """The ImageNet-layout ResNet-18 on CIFAR: torchvision's resnet18 with a 3x3/1 stem and no
+    max-pool, 10 classes: the published 11,173,962 parameters, and the same outputs."""
+    assert meta_params("resnet18_cifar") == 11_173_962
+    # the plain twin lacks only the three 1x1 projections (conv + BN) where the shape changes
+    assert meta_params("resnet18_cifar") - meta_params("plain18_cifar") == sum(
+        c * 2 * c + 2 * (2 * c) for c in (64, 128, 256))
+    torch.manual_seed(0)
+    theirs = torchvision.models.resnet18(num_classes=10)
+    theirs.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    theirs.maxpool = torch.nn.Identity()
+    ours = build_model("resnet18_cifar")
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    ours.eval(), theirs.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+    plain = build_model("plain18_cifar")
+    assert plain(x).shape == (2, 10) and not any("downsample.0" in k for k in plain.state_dict())
+
+
 def test_imagenet_plain_and_options():
     assert meta_params("imagenet_plain34") < meta_params("imagenet_resnet34")
     assert meta_params("imagenet_resnet34", shortcut="A") == meta_params("imagenet_plain34")
@@ -164,6 +185,6 @@ def test_bad_options_raise():
 
 def test_registry_lists_every_family():
     names = list_models()
-    for family in FAMILIES:
-        assert any(n.startswith(family) for n in names)
+    for family in FAMILIES.values():
+        assert any(n == family.name(d) for d in family.listed_depths for n in names)
     assert {"plain20", "resnet1202", "preresnet110", "imagenet_resnet152", "imagenet_plain18"} <= set(names)

@@ -16,15 +16,19 @@ from .names import IMAGENET_LAYOUTS  # noqa: F401  (re-exported)
 STAGE_PLANES = (64, 128, 256, 512)
 
 class ImageNetNet(nn.Module):
-    """7x7/2 conv stem, 3x3/2 max-pool, four stages, global average pool, FC."""
+    """7x7/2 conv stem, 3x3/2 max-pool, four stages, global average pool, FC.
+
+    ``cifar_stem``: a 3x3/1 conv stem and no max-pool instead, for 32x32 images (the
+    "CIFAR ResNet-18" of most tutorials: 11,173,962 parameters with 10 classes)."""
 
     def __init__(self, block: type[nn.Module], layers: tuple[int, ...], shortcut: str | None,
-                 num_classes: int = 1000, zero_init_residual: bool = False) -> None:
+                 num_classes: int = 1000, zero_init_residual: bool = False, cifar_stem: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = (nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False) if cifar_stem else
+                      nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False))
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.Identity() if cifar_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_planes = 64
         stages = []
         for i, (planes, n) in enumerate(zip(STAGE_PLANES, layers)):

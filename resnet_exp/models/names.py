@@ -48,6 +48,18 @@ class Family:
     default_shortcut: str | None   # None for plain nets
     listed_depths: tuple[int, ...]  # what `python -m resnet_exp models` lists
     description: str
+    # "6n+2": the paper's CIFAR nets (3 stages of 16/32/64); "four-stage": the ImageNet
+    # layout of Table 1 (64/128/256/512), with the ImageNet stem or, on CIFAR, a 3x3 one
+    layout: str = "6n+2"
+    suffix: str = ""               # names are <prefix><depth><suffix>: resnet18_cifar
+
+    @property
+    def key(self) -> str:
+        """The family's name in tables and reports (``resnet``, ``resnet_cifar``, ...)."""
+        return self.prefix + self.suffix
+
+    def name(self, depth: int) -> str:
+        return f"{self.prefix}{depth}{self.suffix}"
 
     @property
     def input_size(self) -> int:
@@ -58,38 +70,46 @@ class Family:
         return 10 if self.dataset == "cifar" else 1000
 
     def check_depth(self, depth: int) -> None:
-        if self.dataset == "cifar":
+        if self.layout == "6n+2":
             blocks_per_stage(depth, BLOCK_CONVS[self.block])
         elif depth not in IMAGENET_LAYOUTS:
-            raise ValueError(f"{self.prefix}{depth}: depth {depth} has no ImageNet layout; "
+            raise ValueError(f"{self.name(depth)}: depth {depth} has no four-stage (ImageNet) layout; "
                              f"valid depths: {', '.join(map(str, IMAGENET_LAYOUTS))}")
 
 
-FAMILIES: dict[str, Family] = {f.prefix: f for f in (
+FAMILIES: dict[str, Family] = {f.key: f for f in (
     Family("plain", "cifar", "basic", False, None, CIFAR_DEPTHS,
            "CIFAR plain net, 6n+2 layers (paper sec. 4.2)"),
     Family("resnet", "cifar", "basic", True, "A", CIFAR_DEPTHS,
            "CIFAR ResNet, 6n+2 layers, option A shortcuts by default"),
     Family("preresnet", "cifar", "preact", True, "A", (110, 1202),
            "CIFAR full pre-activation ResNet (Identity Mappings, ECCV 2016)"),
+    # The "CIFAR ResNet-18" of most tutorials: Table 1's four stages (64/128/256/512 channels)
+    # behind a 3x3 stem with no max-pool, on 32x32 images; B projections where the shape changes.
+    Family("resnet", "cifar", None, True, "B", (18,),
+           "ImageNet-layout ResNet on CIFAR (3x3 stem, no max-pool; the tutorials' ResNet-18)",
+           layout="four-stage", suffix="_cifar"),
+    Family("plain", "cifar", None, False, None, (18,),
+           "plain twin of resnet18_cifar", layout="four-stage", suffix="_cifar"),
     Family("imagenet_plain", "imagenet", None, False, None, tuple(IMAGENET_LAYOUTS),
-           "ImageNet plain net (paper Table 1)"),
+           "ImageNet plain net (paper Table 1)", layout="four-stage"),
     Family("imagenet_resnet", "imagenet", None, True, "B", tuple(IMAGENET_LAYOUTS),
-           "ImageNet ResNet, torchvision-compatible, option B by default"),
+           "ImageNet ResNet, torchvision-compatible, option B by default", layout="four-stage"),
 )}
 
-_NAME = re.compile(r"^([a-z_]+?)(\d+)$")
+_NAME = re.compile(r"^([a-z_]+?)(\d+)(_[a-z]+)?$")
 
 
 def parse_model_name(name: str) -> tuple[Family, int]:
     """``"resnet56"`` -> (the resnet family, 56); ValueError listing valid names."""
     m = _NAME.match(name) if isinstance(name, str) else None
-    if m is None or m.group(1) not in FAMILIES:
+    if m is None or (m.group(1) + (m.group(3) or "")) not in FAMILIES:
         raise ValueError(
             f"unknown model {name!r}; valid names are <family><depth> with family one of "
-            f"{', '.join(FAMILIES)} (for example resnet56, plain20, preresnet110, "
-            f"imagenet_resnet50); `python -m resnet_exp models` lists them")
-    family, depth = FAMILIES[m.group(1)], int(m.group(2))
+            f"{', '.join(f.name(0).replace('0', '<depth>') if f.suffix else f.prefix for f in FAMILIES.values())} "
+            "(for example resnet56, plain20, preresnet110, resnet18_cifar, imagenet_resnet50); "
+            "`python -m resnet_exp models` lists them")
+    family, depth = FAMILIES[m.group(1) + (m.group(3) or "")], int(m.group(2))
     family.check_depth(depth)
     return family, depth
 

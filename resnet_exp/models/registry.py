@@ -29,15 +29,16 @@ def build_model(name: str, shortcut: str | None = None, num_classes: int | None 
     family, depth = parse_model_name(name)
     option = resolve_shortcut(family, shortcut)
     classes = family.num_classes if num_classes is None else num_classes
-    if family.dataset == "cifar":
+    if family.layout == "6n+2":
         return CifarNet(BLOCKS[family.block], depth, option, classes, zero_init_residual)
     block_name, layers = IMAGENET_LAYOUTS[depth]
-    return ImageNetNet(BLOCKS[block_name], layers, option, classes, zero_init_residual)
+    return ImageNetNet(BLOCKS[block_name], layers, option, classes, zero_init_residual,
+                       cifar_stem=family.dataset == "cifar")
 
 
 def list_models() -> list[str]:
     """Every listed model name, CIFAR first, in the order of ``FAMILIES``."""
-    return [f"{f.prefix}{d}" for f in FAMILIES.values() for d in f.listed_depths]
+    return [f.name(d) for f in FAMILIES.values() for d in f.listed_depths]
 
 
 def model_info(name: str, **options: Any) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def model_info(name: str, **options: Any) -> dict[str, Any]:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(x)
-    return {"name": name, "depth": depth, "family": family.prefix,
+    return {"name": name, "depth": depth, "family": family.key,
             "shortcut": resolve_shortcut(family, options.get("shortcut")),
             "params": params, "flops": counter.get_total_flops(),
             "input": f"{family.input_size}x{family.input_size}"}

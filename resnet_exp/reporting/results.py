@@ -68,7 +68,7 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
         key = run.key
         runs.append({
             "run": key, "experiment": run.experiment, "name": cfg["name"], "model": cfg["model"],
-            "family": family.prefix, "depth": depth, "shortcut": cfg.get("shortcut"), "seed": cfg["seed"],
+            "family": family.key, "depth": depth, "shortcut": cfg.get("shortcut"), "seed": cfg["seed"],
             "group": cfg.get("group"), "note": cfg.get("note"), "baseline": cfg.get("baseline"),
             "status": meta.get("status", "unknown"),
             "iteration": int(last["iteration"]) if last is not None else 0,
