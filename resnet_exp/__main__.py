@@ -74,6 +74,21 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablations(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(f"--results {args.results}: no such folder; train first (python -m resnet_exp run "
+                                "experiments/ablations.yaml) or point --results at a results folder")
+    from .reporting.ablations import ablation_rows, ablations_json, ablations_text
+    from .reporting.results import load_results
+
+    rows = ablation_rows(load_results(args.results), args.experiments_dir)
+    print(json.dumps(ablations_json(rows), indent=2, default=str) if args.json else ablations_text(rows))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .runs.bench import run_bench, run_concurrent_bench
 
@@ -178,6 +193,16 @@ def add_claims_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     c.set_defaults(func=cmd_claims)
 
 
+def add_ablations_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    a = sub.add_parser("ablations", help="every ablation row against its baseline: differences with 95 %% "
+                       "intervals over seeds, and verdicts", formatter_class=fmt,
+                       epilog="example: python -m resnet_exp ablations --results results --json")
+    a.add_argument("--results", default="results", help="results folder to read")
+    a.add_argument("--experiments-dir", default="experiments", help="where ablations.yaml is (for the hints)")
+    a.add_argument("--json", action="store_true", help="print JSON instead of text")
+    a.set_defaults(func=cmd_ablations)
+
+
 def add_bench_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     b = sub.add_parser("bench", help="training images/s: our step vs a textbook loop", formatter_class=fmt,
                        epilog="examples: python -m resnet_exp bench --iters 10; "
@@ -228,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
                                 description="Reproduce the degradation experiment of He et al. (2016).")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_bench_parser,
-                add_data_parser, add_responses_parser, add_make_mini_parser):
+    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_ablations_parser,
+                add_bench_parser, add_data_parser, add_responses_parser, add_make_mini_parser):
         add(sub, fmt)
     return p
 

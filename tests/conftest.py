@@ -114,7 +114,7 @@ def built_reports(tmp_path_factory, tiny_tar):
                         "resnet110", "resnet20-B", "resnet56-B", "preresnet110", "plain110"])
     # resnet56-noaug (ablations) and resnet1202 (opt-in) stay untrained: reports must list the former as missing
     # an unfinished run, consistent (interrupted at its first log line, no checkpoint kept)
-    run = next((root / "results" / "figure6").glob("resnet56-*"))
+    run = next((root / "results" / "figure6").glob("resnet56-s1-*"))
     meta = json.loads((run / "meta.json").read_text())
     meta.update(status="interrupted", iteration=2)
     meta.pop("files")

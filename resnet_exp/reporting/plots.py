@@ -132,6 +132,27 @@ def draw_responses(top: plt.Axes, bottom: plt.Axes, resp: pd.DataFrame) -> None:
             ax.legend(fontsize=8)
 
 
+def draw_sweep(ax: plt.Axes, points: pd.DataFrame, baseline: pd.DataFrame | None = None) -> None:
+    """One swept key of one row: final error against the swept value, mean over seeds with
+    min-max error bars, test bold and training dashed; the baseline's mean as a grey line."""
+    for metric, style in (("test", dict(linestyle="-", linewidth=2.0)), ("train", dict(linestyle="--", linewidth=1.2))):
+        d = points[points["metric"] == metric].sort_values("value")
+        if not len(d):
+            continue
+        x = d["value"].astype(float)
+        ax.errorbar(x, d["mean"], yerr=[d["mean"] - d["min"], d["max"] - d["mean"]], marker="o", capsize=4,
+                    label=f"{metric} error (mean, bars: min-max over seeds)", **style)
+        if baseline is not None and len(b := baseline[baseline["metric"] == metric]):
+            ax.axhline(float(b["mean"].iloc[0]), color="#888888", alpha=0.7, **style,
+                       label=f"baseline {metric} ({int(b['seeds'].iloc[0])} seeds)")
+    key = points["key"].iloc[0] if len(points) else ""
+    ax.set_xlabel(key)
+    ax.set_ylabel("final error (%)")
+    if key == "lr":
+        ax.set_xscale("log")
+    ax.legend(fontsize=7)
+
+
 def save(fig: plt.Figure, out_dir: str | Path, name: str) -> Path:
     path = Path(out_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

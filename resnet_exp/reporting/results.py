@@ -42,7 +42,7 @@ class Results:
 RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcut", "seed", "group", "note",
                "baseline", "status", "iteration", "iterations", "params", "profile", "device", "torch",
                "git_commit", "started", "finished", "wall_time_s", "final_train_error", "final_test_error",
-               "images_per_s", "dataset_sha256", "subset_per_class"]
+               "images_per_s", "dataset_sha256", "subset_per_class", "sweep_row", "sweep_values"]
 
 
 def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> Results:
@@ -80,6 +80,7 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
             "images_per_s": float(log["images_per_s"].median()) if len(log) else None,
             "dataset_sha256": (meta.get("dataset") or {}).get("sha256"),
             "subset_per_class": recipe.get("train_per_class"),
+            "sweep_row": (cfg.get("sweep") or {}).get("row"), "sweep_values": (cfg.get("sweep") or {}).get("values"),
             "_dataset": meta.get("dataset"),
         })
         if len(log):
@@ -225,41 +226,6 @@ def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
             f"{shallow}: {a.train_mean:.2f} % / {a.test_mean:.2f} %. The deeper net has the "
             f"{word(b.train_mean, a.train_mean)} training error and the {word(b.test_mean, a.test_mean)} "
             f"test error.{unfinished}")
-
-
-def ablation_groups(res: "Results", experiment: str = "ablations") -> list[tuple[str, list[str], list[str]]]:
-    """(group, its row names, its baselines as experiment/name) in file order."""
-    rows = res.runs[res.runs["experiment"] == experiment]
-    out = []
-    for group in dict.fromkeys(rows["group"].fillna("ungrouped")):
-        g = rows[rows["group"].fillna("ungrouped") == group]
-        out.append((group, list(dict.fromkeys(g["name"])), list(dict.fromkeys(g["baseline"].dropna()))))
-    return out
-
-
-def ablation_table(res: "Results", experiment: str = "ablations") -> pd.DataFrame:
-    """Every ablation row with its baseline's final errors and the differences."""
-    rows = res.runs[res.runs["experiment"] == experiment]
-    ours = final_errors(rows).set_index("name")
-    out = []
-    for name, group in rows.groupby("name", sort=False):
-        r = ours.loc[name]
-        first = group.iloc[0]
-        base_exp, _, base_name = (first["baseline"] or "/").partition("/")
-        base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)]
-        base = final_errors(base_runs).set_index("name").loc[base_name] if len(base_runs) else None
-        n = int(r.finished) or int(r.seeds)
-        out.append({
-            "group": first["group"] or "-", "row": name, "seeds": r.seeds,
-            "train error %": mean_std(r.train_mean, r.train_std, n), "test error %": mean_std(r.test_mean, r.test_std, n),
-            "baseline": first["baseline"] or "-",
-            "baseline test error %": round(base.test_mean, 2) if base is not None and pd.notna(base.test_mean) else None,
-            "test difference": round(r.test_mean - base.test_mean, 2)
-            if base is not None and pd.notna(base.test_mean) and pd.notna(r.test_mean) else None,
-            "status": r.status, "note": first["note"] or "",
-        })
-    return pd.DataFrame(out, columns=["group", "row", "seeds", "train error %", "test error %", "baseline",
-                                      "baseline test error %", "test difference", "status", "note"])
 
 
 # --------------------------------------------------------------------------- provenance

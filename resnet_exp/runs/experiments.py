@@ -21,7 +21,9 @@ bounds, never their values.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +131,23 @@ class Row(BaseModel):
     baseline: str | None = Field(None, pattern=r"^[^/]+/[^/]+$",
                                  description="experiment/name of the run the ablations report draws beside this one")
     zero_init_residual: bool = Field(False, description="start every residual branch at zero")
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="recipe keys and their values, e.g. {lr: [0.05, 0.1, 0.2]}: one run per value "
+                          "(per combination for several keys), each validated like a row")
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweepable(cls, v: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must name at least one key")
+        for key, values in v.items():
+            if key not in RECIPE_FIELDS:
+                raise ValueError(f"must sweep recipe fields ({', '.join(RECIPE_FIELDS)}), got {key!r}")
+            if not values or len(set(map(repr, values))) != len(values):
+                raise ValueError(f"must give {key!r} a list of distinct values, got {values!r}")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -199,6 +218,8 @@ class RunSpec:
     baseline: str | None = None
     zero_init_residual: bool = False
     source: str = field(default="")  # "file.yaml row 3", for messages
+    file: str = ""                   # the experiment file it came from
+    sweep: dict[str, Any] | None = None  # a swept row's run: {"row": name, "values": {key: value}}
 
     @property
     def depth(self) -> int:
@@ -225,7 +246,7 @@ class RunSpec:
                 "shortcut": self.shortcut, "seed": self.seed, "profile": self.profile,
                 "group": self.group, "note": self.note, "baseline": self.baseline,
                 "zero_init_residual": self.zero_init_residual, "recipe_version": RECIPE_VERSION,
-                "recipe": self.recipe.model_dump(mode="json")}
+                "recipe": self.recipe.model_dump(mode="json"), "sweep": self.sweep}
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Recipe]:
@@ -280,7 +301,7 @@ def load_experiment(path: str | Path, profile: str, check_baselines: bool = True
             raise ExperimentError(f"{where}: expected a mapping like {{model: resnet20}}, got {row!r}")
         if label := row.get("name") or row.get("model"):
             where += f" ({label})"
-        specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where))
+        specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where, str(path)))
 
     seen: dict[tuple[str, int], str] = {}
     for s in specs:
@@ -334,11 +355,11 @@ def _check_keys(row: dict[str, Any], where: str) -> None:
                                   f"{', '.join(ROW_KEYS + RECIPE_FIELDS)}")
 
 
-def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str, where: str) -> list[RunSpec]:
+def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str, where: str,
+                file: str = "") -> list[RunSpec]:
     _check_keys(row, where)
     try:
         r = Row.model_validate({k: v for k, v in row.items() if k in ROW_KEYS})
-        recipe = Recipe.model_validate({**base.model_dump(), **{k: v for k, v in row.items() if k in RECIPE_FIELDS}})
     except ValidationError as e:
         raise explain(e, where) from None
     family, _ = parse_model_name(r.model)
@@ -348,9 +369,58 @@ def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str
         raise ExperimentError(f"{where}: key 'shortcut': {e}") from None
     name = r.name or r.model + (f"-{shortcut}" if shortcut != family.default_shortcut else "")
     seeds = r.seeds or [r.seed if r.seed is not None else 1]
-    return [RunSpec(experiment=experiment, name=name, model=r.model, shortcut=shortcut, seed=seed, recipe=recipe,
-                    profile=profile, group=r.group, opt_in=r.opt_in, note=r.note, baseline=r.baseline,
-                    zero_init_residual=r.zero_init_residual, source=where) for seed in seeds]
+    overrides = {k: v for k, v in row.items() if k in RECIPE_FIELDS}
+    # a swept row: one run per combination of the swept values, each named and validated on its own
+    combos = [dict(zip(r.sweep, values)) for values in itertools.product(*r.sweep.values())] if r.sweep else [{}]
+    specs = []
+    for values in combos:
+        at = where + "".join(f", sweep {k}={v!r}" for k, v in values.items())
+        try:
+            recipe = Recipe.model_validate({**base.model_dump(), **overrides, **values})
+        except ValidationError as e:
+            raise explain(e, at) from None
+        run_name = "-".join([name, *(f"{k}{_value_tag(v)}" for k, v in values.items())])
+        sweep = {"row": name, "values": values} if values else None
+        specs += [RunSpec(experiment=experiment, name=run_name, model=r.model, shortcut=shortcut, seed=seed,
+                          recipe=recipe, profile=profile, group=r.group, opt_in=r.opt_in, note=r.note,
+                          baseline=r.baseline, zero_init_residual=r.zero_init_residual, source=at, file=file,
+                          sweep=sweep) for seed in seeds]
+    return specs
+
+
+def _value_tag(v: Any) -> str:
+    """A swept value as part of a run name: 0.05, true, 1000_1500."""
+    if isinstance(v, (list, tuple)):
+        return "_".join(map(_value_tag, v))
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def baseline_seed_runs(specs: list[RunSpec], profile: str) -> list[RunSpec]:
+    """The baseline-seeds rule: a baseline is trained with every seed of the rows that name it.
+
+    An ablation's difference is read against the seed-to-seed noise, so its baseline needs
+    the same seeds (paired comparison: same data order and initial weights). These runs are
+    added only when such a row is selected, so figure6 itself, and the CPU default, keep one
+    seed a net; they are the baseline's own row under its own experiment (``figure6/resnet56``
+    seed 2, ...), so seed 1 is the very identity figure6 trains, never trained twice."""
+    have = {(f"{s.experiment}/{s.name}", s.seed) for s in specs}
+    wanted: dict[str, tuple[str, set[int]]] = {}
+    for s in specs:
+        if s.baseline:
+            file = str(Path(s.file).with_name(f"{s.baseline.split('/')[0]}.yaml")) if s.file else ""
+            wanted.setdefault(s.baseline, (file, set()))[1].add(s.seed)
+    extra: list[RunSpec] = []
+    for baseline, (file, seeds) in wanted.items():
+        name = baseline.split("/")[1]
+        rows = [b for b in load_experiment(file, profile, check_baselines=False) if b.name == name]
+        for seed in sorted(seeds):
+            if (baseline, seed) in have:
+                continue
+            template = next((b for b in rows if b.seed == seed), rows[0])
+            extra.append(dataclasses.replace(template, seed=seed, opt_in=False,
+                                             source=f"{template.source} (seed {seed}, as the rows that name it)"))
+            have.add((baseline, seed))
+    return extra
 
 
 def select_runs(files: list[str], profile: str, only: list[str] | None = None,
@@ -366,9 +436,14 @@ def select_runs(files: list[str], profile: str, only: list[str] | None = None,
         stems[stem] = f
         specs.extend(load_experiment(f, profile))
     if only:
+        # a swept row is named by its row name (all its runs) or by one run's name
+        swept = {s.sweep["row"] for s in specs if s.sweep}
+        only = [o for o in only if o not in swept] + [s.name for s in specs if s.sweep and s.sweep["row"] in only]
         unknown = set(only) - {s.name for s in specs}
         if unknown:
             raise ExperimentError(f"--only {' '.join(sorted(unknown))}: no such row; rows are "
                                   f"{', '.join(dict.fromkeys(s.name for s in specs))}")
-        return [s for s in specs if s.name in only]
-    return [s for s in specs if include_opt_in or not s.opt_in]
+        chosen = [s for s in specs if s.name in only]
+    else:
+        chosen = [s for s in specs if include_opt_in or not s.opt_in]
+    return chosen + baseline_seed_runs(chosen, profile)
