@@ -89,7 +89,7 @@ def test_plan_reuses_finished_identities_and_trains_duplicates_once(kw, tmp_path
     assert actions == {("a", "resnet8"): Action.NEW, ("a", "plain8"): Action.FINISHED, ("a", "resnet8-B"): Action.NEW,
                        ("b", "resnet8"): Action.SAME_AS, ("b", "plain8"): Action.REUSE, ("b", "resnet8-B"): Action.SAME_AS}
     assert [j.spec.name for j in plan.jobs] == ["resnet8", "resnet8-B"]
-    assert all(len(j.copies) == 1 and j.copies[0].experiment == "b" for j in plan.jobs)
+    assert all(len(j.copies) == 1 and j.copies[0][0].experiment == "b" for j in plan.jobs)
 
 
 def test_identity_lock_is_exclusive_and_its_with_form_locks(tmp_path):

@@ -105,8 +105,9 @@ def _finals(runs: pd.DataFrame, column: str) -> dict[int, float]:
 
 
 def _add_seeds_hint(name: str, experiments_dir: str | Path) -> str:
-    return (f"give the row 'seeds: [1, 2, 3]' in {Path(experiments_dir) / 'ablations.yaml'}, then "
-            f"python -m resnet_exp run {Path(experiments_dir) / 'ablations.yaml'} --only {name}")
+    f = Path(experiments_dir) / "ablations.yaml"
+    return (f"python -m resnet_exp run {f} --only {name} trains the row's missing seeds and its baseline's; "
+            f"a row of one seed needs 'seeds: [1, 2, 3]' in {f} first")
 
 
 def ablation_rows(res: Results, experiments_dir: str | Path = "experiments",

@@ -57,13 +57,14 @@ class PlannedRun:
 
 @dataclass(frozen=True, eq=False)
 class Job:
-    """One training, per identity: train in ``run``, then copy to ``copies``."""
+    """One training, per identity: train in ``run``, then copy to ``copies`` (each folder
+    with the spec whose name, group and baseline its meta.json gets)."""
 
     spec: RunSpec
     run: RunDir
     identity: str
     done_iterations: int = 0
-    copies: tuple[RunDir, ...] = ()
+    copies: tuple[tuple[RunDir, RunSpec], ...] = ()
 
     @property
     def remaining_iterations(self) -> int:
@@ -136,6 +137,6 @@ def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str,
         runs.append(planned)
 
     jobs = [Job(p.spec, p.run, p.identity, p.done_iterations,
-                tuple(q.run for q in runs if q.action == Action.SAME_AS and q.identity == p.identity))
+                tuple((q.run, q.spec) for q in runs if q.action == Action.SAME_AS and q.identity == p.identity))
             for p in runs if p.action.trains]
     return Plan(runs, results, dataset_sha256, jobs)

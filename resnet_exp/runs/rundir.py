@@ -328,13 +328,15 @@ class RunDir:
         return target
 
     # ---- copying a finished run (the same identity in another experiment file)
-    def copy_from(self, source: "RunDir") -> dict[str, Any]:
-        """Make this folder a copy of the finished ``source``, recorded in meta.json."""
+    def copy_from(self, source: "RunDir", config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Make this folder a copy of the finished ``source``, recorded in meta.json. The same
+        identity means the same recipe, model and seed, but the copy is a row of its own
+        experiment: ``config`` (its spec's) gives it its own name, group, baseline and sweep."""
         shutil.copytree(source.path, self.path, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.tmp", "checkpoint.pt"))
         meta = self.read_meta() or {}
         meta["copied_from"] = source.key
-        meta["config"] = {**meta.get("config", {}), "experiment": self.experiment}
+        meta["config"] = {**meta.get("config", {}), **(config or {}), "experiment": self.experiment}
         self.write_meta(meta)
         return meta
 

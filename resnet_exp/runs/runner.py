@@ -178,7 +178,7 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
         if p.action == Action.RETRAIN:
             print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, training it again")
     for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
-        p.run.copy_from(p.source)
+        p.run.copy_from(p.source, p.spec.config())
         print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
     stop = DriverStop(results_dir)
     ctx = WorkerContext(data=str(Path(data).resolve()) if data else None, data_dir=str(Path(data_dir).resolve()),

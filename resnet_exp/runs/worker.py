@@ -95,16 +95,16 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
         # Another driver may have finished this identity since the plan was made.
         if (done := finished_by_identity(job.run.results, job.identity).get(job.identity)) is not None:
             if done != job.run:
-                job.run.copy_from(done)
-            for copy in job.copies:
-                copy.copy_from(done)
+                job.run.copy_from(done, job.spec.config())
+            for copy, spec in job.copies:
+                copy.copy_from(done, spec.config())
             return Outcome(job, RunStatus.FINISHED.value, job.run.read_meta() or {}, where, reused_from=done.key)
         splits, provenance = splits_for(job, ctx, device)
         meta = train_run(job.spec, splits, job.run, device, provenance, job.identity, ctx.progress,
                          stop_file=ctx.stop_file, where=where)
         if meta["status"] == RunStatus.FINISHED.value:
-            for copy in job.copies:
-                copy.copy_from(job.run)
+            for copy, spec in job.copies:
+                copy.copy_from(job.run, spec.config())
         return Outcome(job, meta["status"], meta, where)
     except RunInterrupted:
         return Outcome(job, RunStatus.INTERRUPTED.value, job.run.read_meta() or {}, where)
