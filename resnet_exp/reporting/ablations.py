@@ -106,6 +106,8 @@ def _finals(runs: pd.DataFrame, column: str) -> dict[int, float]:
 
 def _add_seeds_hint(name: str, experiments_dir: str | Path) -> str:
     f = Path(experiments_dir) / "ablations.yaml"
+    if f.is_absolute() and f.is_relative_to(Path.cwd()):  # as the user would type it, from where they are
+        f = f.relative_to(Path.cwd())
     return (f"python -m resnet_exp run {f} --only {name} trains the row's missing seeds and its baseline's; "
             f"a row of one seed needs 'seeds: [1, 2, 3]' in {f} first")
 
