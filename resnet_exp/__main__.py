@@ -9,6 +9,16 @@ import argparse
 import sys
 
 
+def results_folder(path: str) -> None:
+    """A command that reads results needs the folder: say so, and how to get one."""
+    from pathlib import Path
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"--results {path}: no such folder; train first (./run_all.sh or python -m "
+                                "resnet_exp run ...) or point --results at a results folder (a fresh clone has "
+                                "reports/reference/cpu-quick/results)")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models, model_info
 
@@ -44,11 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    if not Path(args.results).is_dir():
-        raise FileNotFoundError(f"--results {args.results}: no such folder; train first (./run_all.sh or "
-                                "python -m resnet_exp run ...) or point --results at a results folder")
+    results_folder(args.results)
     from .reporting.build import build_reports
 
     index = build_reports(results=args.results, out=args.out, experiments_dir=args.experiments_dir)
@@ -58,11 +65,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_claims(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    if not Path(args.results).is_dir():
-        raise FileNotFoundError(f"--results {args.results}: no such folder; train first or point --results at "
-                                "a results folder (e.g. reports/reference/cpu-quick/results)")
+    results_folder(args.results)
     from .reporting.claims import claims_for, claims_text
 
     claims, notes = claims_for(args.results)
@@ -76,11 +80,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 def cmd_ablations(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    if not Path(args.results).is_dir():
-        raise FileNotFoundError(f"--results {args.results}: no such folder; train first (python -m resnet_exp run "
-                                "experiments/ablations.yaml) or point --results at a results folder")
+    results_folder(args.results)
     from .reporting.ablations import ablation_rows, ablations_json, ablations_text
     from .reporting.results import load_results
 
@@ -175,12 +176,20 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.set_defaults(func=cmd_run)
 
 
+def add_reading_args(p: argparse.ArgumentParser, experiments_dir: str | None = None, json: bool = False) -> None:
+    """The options of the commands that read a results folder (report, claims, ablations)."""
+    p.add_argument("--results", default="results", help="results folder to read")
+    if experiments_dir:
+        p.add_argument("--experiments-dir", default="experiments", help=experiments_dir)
+    if json:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
 def add_report_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     rep = sub.add_parser("report", help="execute the notebooks and write HTML reports", formatter_class=fmt,
                          epilog="example: python -m resnet_exp report --results results-mini --out reports")
-    rep.add_argument("--results", default="results", help="results folder to read")
+    add_reading_args(rep, experiments_dir="experiment files the reports expect")
     rep.add_argument("--out", default="reports", help="where the HTML reports go")
-    rep.add_argument("--experiments-dir", default="experiments", help="experiment files the reports expect")
     rep.set_defaults(func=cmd_report)
 
 
@@ -188,8 +197,7 @@ def add_claims_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     c = sub.add_parser("claims", help="which of the paper's claims hold on a results folder, with the numbers",
                        formatter_class=fmt,
                        epilog="example: python -m resnet_exp claims --results reports/reference/cpu-quick/results")
-    c.add_argument("--results", default="results", help="results folder to read")
-    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_reading_args(c, json=True)
     c.set_defaults(func=cmd_claims)
 
 
@@ -197,9 +205,7 @@ def add_ablations_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     a = sub.add_parser("ablations", help="every ablation row against its baseline: differences with 95 %% "
                        "intervals over seeds, and verdicts", formatter_class=fmt,
                        epilog="example: python -m resnet_exp ablations --results results --json")
-    a.add_argument("--results", default="results", help="results folder to read")
-    a.add_argument("--experiments-dir", default="experiments", help="where ablations.yaml is (for the hints)")
-    a.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_reading_args(a, experiments_dir="where ablations.yaml is (for the hints)", json=True)
     a.set_defaults(func=cmd_ablations)
 
 
