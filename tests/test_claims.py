@@ -54,6 +54,7 @@ def test_the_paper_s_story_fails(tmp_path):
     v = verdicts(r)
     assert v == {"C1": FAILS, "C2": FAILS, "C3": FAILS, "C4": FAILS, "C5": FAILS, "C6": FAILS, "C7": UNCHECKED}
     assert "resnet1202 training error 0.500 % >= 0.1 %" in evidence(r, "C5")
+    assert "Why: these runs train 4 iterations, 1/16000 of the paper's 64,000" in evidence(r, "C3")
 
 
 def test_cannot_be_checked_names_the_missing_runs(tmp_path):
@@ -124,3 +125,23 @@ def test_the_figure7_sentence_comes_from_claim_c6(tmp_path, state):
     s = figure7_statement(load_results(r))
     assert s.startswith(f"The paper's claim (C6) {HOLDS if state == 'holds' else FAILS}")
     assert "plain20 0.800" in s
+
+
+def test_the_index_page_shows_the_claims_first_and_leaves_the_cwd_alone(tmp_path, monkeypatch):
+    """Built in parallel (several notebooks at once), from a relative results folder."""
+    import os
+
+    from resnet_exp.reporting.build import build_reports
+
+    from .conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "r", "figure1", "plain20", 10, 12)
+    write_run(tmp_path / "r", "figure1", "plain56", 20, 22)
+    index = build_reports(results="r", out="out", experiments_dir=REPO / "experiments",
+                          only=["depth", "figure1", "figure6"], parallel=3)
+    assert os.getcwd() == str(tmp_path)  # papermill's cwd= used to leave the process in a report folder
+    page = index.read_text()
+    assert page.index("WARNING") < page.index("Which of the paper's claims held") < page.index("Reports</h2>")
+    assert "python -m resnet_exp claims --results r</code>" in page and str(tmp_path) not in page
+    assert "plain56 20.00 &gt; plain20 10.00" in page

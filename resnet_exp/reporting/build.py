@@ -124,8 +124,11 @@ def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, sho
         pm.execute_notebook(str(NOTEBOOKS_DIR / f"{rep.name}.ipynb"), str(executed),
                             parameters={"results_dir": str(results), "experiments_dir": str(experiments_dir),
                                         "out_dir": str(rep_dir), "experiments": list(rep.experiments)},
-                            kernel_name="python3", progress_bar=False, cwd=str(rep_dir),
+                            kernel_name="python3", progress_bar=False,
                             kernel_manager_class=f"{__name__}.IPCKernelManager")
+        # no cwd=: papermill would os.chdir the whole process for it, and reports built in
+        # parallel threads then restore each other's directories, leaving this process in a
+        # report folder. The notebooks get absolute paths and need no cwd of their own.
     except Exception as e:  # keep going: the other reports are still worth having
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         print(f"[report] {rep.name} FAILED: {error}", flush=True)
@@ -140,6 +143,8 @@ def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[
 
     res = load_results(results)
     claims, notes = check_claims(res)
+    # as the user would type it from where the reports were built (and no machine's path in a committed page)
+    shown = results.relative_to(Path.cwd()) if results.is_relative_to(Path.cwd()) else results
     exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
     e = html.escape
     items = []
@@ -162,7 +167,7 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 {provenance_html(res, exp_files)}
 <h2>Which of the paper's claims held on these runs</h2>
 <p>Computed from the runs' logs by <code>resnet_exp/reporting/claims.py</code> (also
-<code>python -m resnet_exp claims --results {e(str(results))}</code>); read them with the warnings above.</p>
+<code>python -m resnet_exp claims --results {e(str(shown))}</code>); read them with the warnings above.</p>
 {claims_html(claims, notes)}
 <h2>The degradation problem in one picture</h2>
 {figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
@@ -170,7 +175,7 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <ul>
 {chr(10).join(items)}
 </ul>
-<p style="color:#666">Results folder: {e(str(results))}. Made {_dt.datetime.now():%Y-%m-%d %H:%M}
+<p style="color:#666">Results folder: {e(str(shown))}. Made {_dt.datetime.now():%Y-%m-%d %H:%M}
 by <code>python -m resnet_exp report</code>.</p>
 </body></html>
 """

@@ -38,6 +38,7 @@ NOT_IN_FIGURE6 = {"plain110"}
 # depth, two standard deviations either side (where ~95 % of single runs would fall).
 PAPER_STD = TABLE6_MEAN_STD["resnet110"][1]
 C7_TOLERANCE = 2 * PAPER_STD
+PAPER_ITERATIONS = 64_000
 # The paper's "under 0.1 % training error" for ResNet-1202.
 C5_TRAIN_ERROR = 0.1
 
@@ -160,8 +161,17 @@ def c2_plain_test(nets: dict[str, Net], res: Results) -> Claim:
 
 
 def c3_resnet_test(nets: dict[str, Net], res: Results) -> Claim:
-    return _chain(nets, "resnet", RESNET_DEPTHS, "test", False, "C3",
-                  "ResNets: the deeper net has the lower test error (20 > 32 > 44 > 56 > 110).")
+    claim = _chain(nets, "resnet", RESNET_DEPTHS, "test", False, "C3",
+                   "ResNets: the deeper net has the lower test error (20 > 32 > 44 > 56 > 110).")
+    runs = res.runs[res.runs["name"].isin(list(nets))] if len(res.runs) else res.runs
+    iterations = int(runs["iterations"].max()) if len(runs) and runs["iterations"].notna().any() else None
+    if claim.verdict in (FAILS, NOISE) and iterations and iterations < PAPER_ITERATIONS:
+        # why, in words: the short schedule, not the architecture (the paper's Table 6 has 56 ahead of 20)
+        claim = Claim(claim.id, claim.text, claim.verdict, claim.evidence + (
+            f". Why: these runs train {iterations:,} iterations, 1/{PAPER_ITERATIONS // iterations} of the paper's "
+            f"{PAPER_ITERATIONS:,}; a deeper ResNet fits more slowly and needs the longer schedule to pull "
+            "ahead (the paper: ResNet-56 6.97 % against ResNet-20 8.75 % after 64k iterations)"), claim.missing)
+    return claim
 
 
 def c4_resnet_vs_plain(nets: dict[str, Net], res: Results) -> Claim:
