@@ -47,6 +47,13 @@ class DriverStop:
     def __init__(self, results: Path) -> None:
         self.path = Path(results) / ".stop" / uuid.uuid4().hex
         self.requested = False
+        self.signalled = False  # set by a SIGINT handler (flags only: no I/O, no exception there)
+
+    def act(self) -> bool:
+        """At a safe point: carry out a Ctrl-C that a handler noted. Returns ``requested``."""
+        if self.signalled and not self.requested:
+            self.request()
+        return self.requested
 
     def request(self, say: bool = True) -> None:
         if not self.requested:
@@ -135,6 +142,8 @@ class LocalExecutor:
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         outcomes = []
         for job in jobs:
+            if stop.act():  # Ctrl-C between two runs
+                break
             outcome = run_job(job, dataclasses.replace(ctx, threads=self.threads),
                               {"executor": "local", "device": ctx.device})
             outcomes.append(outcome)
@@ -201,7 +210,7 @@ class PoolExecutor:
         mp = multiprocessing.get_context("spawn")  # fresh interpreters: no forked CUDA or thread state
         todo, events = mp.Queue(), mp.Queue()
         procs: list[Any] = []
-        asked = {"stop": False, "abort": False}
+        asked = {"abort": False}
 
         # Ctrl-C only sets flags (no I/O, no exception); the loop acts on them at safe points.
         # A KeyboardInterrupt raised at an arbitrary point could land inside events.get()
@@ -209,16 +218,15 @@ class PoolExecutor:
         # blocked for ever on its next read; or while the pool is being built, before
         # anything watches for it; a print from the handler could collide with tqdm's.
         def on_sigint(signum: int, frame: Any) -> None:
-            if asked["stop"]:    # the second Ctrl-C: stop at once
+            if stop.signalled:   # the second Ctrl-C: stop at once
                 asked["abort"] = True
                 for p in procs:
                     p.kill()
-            asked["stop"] = True
+            stop.signalled = True
 
         def aborted() -> bool:
             """Called at safe points: carry out what Ctrl-C asked for."""
-            if asked["stop"] and not stop.requested:
-                stop.request()   # every worker checkpoints at its next iteration
+            stop.act()           # the first: every worker checkpoints at its next iteration
             return asked["abort"]
 
         in_main = threading.current_thread() is threading.main_thread()

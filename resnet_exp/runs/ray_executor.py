@@ -103,6 +103,8 @@ class RayExecutor:
 
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         ray = _import_ray()
+        if stop.act():  # Ctrl-C before anything started
+            return [Outcome(job, "not started") for job in jobs]
         started_here = not ray.is_initialized()
         # every run's [start] line matters; Ray would fold lines that differ only in names
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -136,6 +138,7 @@ class RayExecutor:
             while pending:
                 try:
                     ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                    stop.act()  # a Ctrl-C the driver's handler noted: tasks checkpoint and return
                     board.poll()
                     for ref in ready:
                         i = refs[ref]

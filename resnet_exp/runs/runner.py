@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,23 +171,40 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     if left_out:
         print_left_out(plan_left_out(specs, select_runs(left_out, profile, None, include_opt_in), results_dir,
                                      prov["sha256"]), estimator if estimate else None, left_out_hint)
-    warn_if_short_of_space(plan, results_dir)
     if dry_run:
+        warn_if_short_of_space(plan, results_dir)
         return 0
 
-    check_writable(results_dir)
-    for p in plan.damaged:  # only RETRAIN reaches here with a job; DAMAGED is left as it is
-        if p.action == Action.RETRAIN:
-            print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, training it again")
-    for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
-        p.run.copy_from(p.source, p.spec.config())
-        print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
+    # From here on Ctrl-C only sets a flag, acted on at safe points (the executors' loops, and
+    # before execution): a KeyboardInterrupt raised anywhere can be swallowed by library code
+    # (a finalizer, a broad except) and lost, leaving workers to train on.
     stop = DriverStop(results_dir)
-    ctx = WorkerContext(data=str(Path(data).resolve()) if data else None, data_dir=str(Path(data_dir).resolve()),
-                        dataset_sha256=prov["sha256"], device=dev.type, stop_file=str(stop.path), progress=progress)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.signalled:
+            raise KeyboardInterrupt  # the second Ctrl-C: at once
+        stop.signalled = True
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
-        outcomes = runner.execute(plan.jobs, ctx, stop) if plan.jobs else []
+        warn_if_short_of_space(plan, results_dir)
+        check_writable(results_dir)
+        for p in plan.damaged:  # only RETRAIN reaches here with a job; DAMAGED is left as it is
+            if p.action == Action.RETRAIN:
+                print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, "
+                      "training it again")
+        for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
+            p.run.copy_from(p.source, p.spec.config())
+            print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
+        ctx = WorkerContext(data=str(Path(data).resolve()) if data else None,
+                            data_dir=str(Path(data_dir).resolve()), dataset_sha256=prov["sha256"],
+                            device=dev.type, stop_file=str(stop.path), progress=progress)
+        outcomes = runner.execute(plan.jobs, ctx, stop) if plan.jobs and not stop.act() else []
+        stop.act()
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         stop.clear()
     print_summary(plan, outcomes)
     if full := [o for o in outcomes if o.status == NO_SPACE]:
