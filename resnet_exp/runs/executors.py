@@ -75,7 +75,10 @@ class DriverStop:
             kill()
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # the results folder itself is unusable: the error that says so is already on its way
+            pass
 
 
 class ProgressBoard:
