@@ -21,6 +21,7 @@ second Ctrl-C ends the workers at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Any, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from tqdm import tqdm
 
@@ -73,6 +74,26 @@ class DriverStop:
         except OSError:
             self.requested = True
             kill()
+
+    @contextlib.contextmanager
+    def catching_sigint(self, second: Callable[[], None]) -> Iterator[None]:
+        """While inside: Ctrl-C only sets ``signalled`` (no I/O, no exception: ``act`` carries
+        it out at a safe point); the second calls ``second``. A KeyboardInterrupt raised at an
+        arbitrary point can be swallowed by library code, or land inside a queue read halfway
+        through a message. Main thread only (Python delivers signals there); nested uses
+        restore each other."""
+        def handler(signum: int, frame: Any) -> None:
+            if self.signalled:
+                second()
+            self.signalled = True
+
+        previous = signal.signal(signal.SIGINT, handler) if threading.current_thread() is threading.main_thread() \
+            else None
+        try:
+            yield
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def clear(self) -> None:
         try:
@@ -215,46 +236,36 @@ class PoolExecutor:
         procs: list[Any] = []
         asked = {"abort": False}
 
-        # Ctrl-C only sets flags (no I/O, no exception); the loop acts on them at safe points.
-        # A KeyboardInterrupt raised at an arbitrary point could land inside events.get()
-        # halfway through reading a message, leaving the pipe out of step and the driver
-        # blocked for ever on its next read; or while the pool is being built, before
-        # anything watches for it; a print from the handler could collide with tqdm's.
-        def on_sigint(signum: int, frame: Any) -> None:
-            if stop.signalled:   # the second Ctrl-C: stop at once
-                asked["abort"] = True
-                for p in procs:
-                    p.kill()
-            stop.signalled = True
+        def kill_now() -> None:  # the second Ctrl-C: stop at once
+            asked["abort"] = True
+            for p in procs:
+                p.kill()
 
         def aborted() -> bool:
             """Called at safe points: carry out what Ctrl-C asked for."""
             stop.act()           # the first: every worker checkpoints at its next iteration
             return asked["abort"]
 
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
         board = ProgressBoard(jobs, self.progress)
         outcomes: dict[int, Outcome] = {}
         started: dict[int, dict[str, Any]] = {}
-        try:
-            for item in enumerate(jobs):
-                todo.put(item)
-            for _ in self.slots:
-                todo.put(None)
-            for slot in self.slots:
-                aborted()
-                if stop.requested:  # stopped while the pool was being built: start no more workers
-                    break
-                procs.append(mp.Process(target=_pool_worker, args=(slot, ctx, todo, events), daemon=True))
-                procs[-1].start()
-            self._drain(events, jobs, board, outcomes, started, procs, stop, aborted)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-            board.close()
-            for p in procs:
-                p.join(timeout=5)
+        with stop.catching_sigint(kill_now):
+            try:
+                for item in enumerate(jobs):
+                    todo.put(item)
+                for _ in self.slots:
+                    todo.put(None)
+                for slot in self.slots:
+                    aborted()
+                    if stop.requested:  # stopped while the pool was being built: start no more workers
+                        break
+                    procs.append(mp.Process(target=_pool_worker, args=(slot, ctx, todo, events), daemon=True))
+                    procs[-1].start()
+                self._drain(events, jobs, board, outcomes, started, procs, stop, aborted)
+            finally:
+                board.close()
+                for p in procs:
+                    p.join(timeout=5)
         if aborted():
             raise KeyboardInterrupt
         for i, where in started.items():  # a worker process that died mid-run (OOM, kill -9)

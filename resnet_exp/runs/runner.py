@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,37 +173,31 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
         warn_if_short_of_space(plan, results_dir)
         return 0
 
-    # From here on Ctrl-C only sets a flag, acted on at safe points (the executors' loops, and
-    # before execution): a KeyboardInterrupt raised anywhere can be swallowed by library code
-    # (a finalizer, a broad except) and lost, leaving workers to train on.
+    # From here on Ctrl-C only sets a flag, acted on at safe points (before execution, between
+    # local runs, in the pool's and Ray's loops): see DriverStop.catching_sigint.
     stop = DriverStop(results_dir)
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if stop.signalled:
-            raise KeyboardInterrupt  # the second Ctrl-C: at once
-        stop.signalled = True
+    def at_once() -> None:  # the second Ctrl-C
+        raise KeyboardInterrupt
 
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    try:
-        warn_if_short_of_space(plan, results_dir)
-        check_writable(results_dir)
-        for p in plan.damaged:  # only RETRAIN reaches here with a job; DAMAGED is left as it is
-            if p.action == Action.RETRAIN:
-                print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, "
-                      "training it again")
-        for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
-            p.run.copy_from(p.source, p.spec.config())
-            print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
-        ctx = WorkerContext(data=str(Path(data).resolve()) if data else None,
-                            data_dir=str(Path(data_dir).resolve()), dataset_sha256=prov["sha256"],
-                            device=dev.type, stop_file=str(stop.path), progress=progress)
-        outcomes = runner.execute(plan.jobs, ctx, stop) if plan.jobs and not stop.act() else []
-        stop.act()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        stop.clear()
+    with stop.catching_sigint(at_once):
+        try:
+            warn_if_short_of_space(plan, results_dir)
+            check_writable(results_dir)
+            for p in plan.damaged:  # only RETRAIN reaches here with a job; DAMAGED is left as it is
+                if p.action == Action.RETRAIN:
+                    print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, "
+                          "training it again")
+            for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
+                p.run.copy_from(p.source, p.spec.config())
+                print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
+            ctx = WorkerContext(data=str(Path(data).resolve()) if data else None,
+                                data_dir=str(Path(data_dir).resolve()), dataset_sha256=prov["sha256"],
+                                device=dev.type, stop_file=str(stop.path), progress=progress)
+            outcomes = runner.execute(plan.jobs, ctx, stop) if plan.jobs and not stop.act() else []
+            stop.act()
+        finally:
+            stop.clear()
     print_summary(plan, outcomes)
     if full := [o for o in outcomes if o.status == NO_SPACE]:
         print(f"\n{full[0].error}", file=sys.stderr)
@@ -248,7 +240,8 @@ def space_needed(plan: Plan) -> int:
     temporary copy beside the old file)."""
     from ..models import model_info
 
-    params = [model_info(j.spec.model)["params"] for j in plan.jobs]
+    per_model = {m: model_info(m)["params"] for m in {j.spec.model for j in plan.jobs}}  # each model once
+    params = [per_model[j.spec.model] for j in plan.jobs]
     return sum(4 * n for n in params) + max((16 * n for n in params), default=0) + (1 << 20) * len(params)
 
 
