@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -53,10 +54,18 @@ def test_ray_tests_in_a_loopback_namespace(tmp_path):
         pytest.skip(f"missing: {', '.join(missing)}")
     cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -q -p no:cacheprovider -m ray "
            f"--basetemp={tmp_path / 'inner'} {Path(__file__)}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    # Ray's own folder (sessions, sockets, and `ray_current_cluster`, which `ray.init` follows to
+    # an earlier cluster) is private to this test: a Ray killed elsewhere on the machine leaves
+    # that file behind, and following it hangs `ray.init`. Short, under /tmp: Ray's Unix socket
+    # paths must stay under 107 characters.
+    ray_tmp = tempfile.mkdtemp(prefix="rayt", dir="/tmp")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO), "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(["unshare", "-n", "bash", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
+    try:
+        proc = subprocess.run(["unshare", "-n", "bash", "-c", cmd], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=900)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-8000:]
     assert " passed" in out and " skipped" not in out.splitlines()[-1], out[-3000:]
