@@ -36,11 +36,12 @@ def test_the_paper_s_story_holds(tmp_path):
         write_run(r, "figure6", f"resnet{d}", tr, te, responses=[0.5 - d / 1000, 0.4 - d / 1000])
     write_run(r, "figure6", "resnet1202", 0.05, 9.0)
     v = verdicts(r)
-    assert v == {"C1": HOLDS, "C2": HOLDS, "C3": HOLDS, "C4": HOLDS, "C5": HOLDS, "C6": HOLDS, "C7": UNCHECKED}
+    assert v == {"C1": HOLDS, "C2": HOLDS, "C3": HOLDS, "C4": HOLDS, "C5": HOLDS, "C6": HOLDS, "C7": UNCHECKED, "C8": UNCHECKED}
     assert "plain20 10.00 < plain32 12.00" not in evidence(r, "C1")  # written the way the claim reads
     assert "plain32 12.00 > plain20 10.00" in evidence(r, "C1")
     assert "one seed each" in evidence(r, "C1")
     assert "quick profile" in evidence(r, "C7") and "not the real CIFAR-10" in evidence(r, "C7")
+    assert "trained before signals were recorded" in evidence(r, "C8")
 
 
 def test_the_paper_s_story_fails(tmp_path):
@@ -52,7 +53,7 @@ def test_the_paper_s_story_fails(tmp_path):
     write_run(r, "figure6", "resnet110", 5, 9)
     write_run(r, "figure6", "resnet1202", 0.5, 8)                      # 0.5 % train, better test than 110
     v = verdicts(r)
-    assert v == {"C1": FAILS, "C2": FAILS, "C3": FAILS, "C4": FAILS, "C5": FAILS, "C6": FAILS, "C7": UNCHECKED}
+    assert v == {"C1": FAILS, "C2": FAILS, "C3": FAILS, "C4": FAILS, "C5": FAILS, "C6": FAILS, "C7": UNCHECKED, "C8": UNCHECKED}
     assert "resnet1202 training error 0.500 % >= 0.1 %" in evidence(r, "C5")
     assert "Why: these runs train 4 iterations, 1/16000 of the paper's 64,000" in evidence(r, "C3")
 

@@ -147,14 +147,14 @@ def test_a_crafted_checkpoint_runs_no_code(kw, tmp_path):
 def test_a_resume_at_the_last_iteration_records_numbers(kw, tmp_path, capsys, monkeypatch):
     """Killed after the final checkpoint, before meta.json said finished: the rerun has
     nothing left to train, and must still record the final errors as numbers."""
-    import resnet_exp.runs.train as train
+    import resnet_exp.runs.responses as responses
 
     exp = write_experiment(tmp_path / "e.yaml", ROWS)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as a second Ctrl-C would, right after the last checkpoint
 
-    monkeypatch.setattr(train, "save_responses", killed)
+    monkeypatch.setattr(responses, "save_responses", killed)
     with pytest.raises(KeyboardInterrupt):
         run_experiments([str(exp)], results=str(tmp_path / "r"), **kw)
     monkeypatch.undo()

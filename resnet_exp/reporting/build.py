@@ -45,6 +45,8 @@ REPORTS = (
            ("figure6", "table6")),
     Report("figure7", "Figure 7", "Standard deviation of every 3x3 layer's response, plain nets vs ResNets.",
            ("figure1", "figure6")),
+    Report("signals", "Why plain nets degrade", "Forward and backward signals per layer during training, plain nets "
+           "beside ResNets, and the paper's Sec. 4.1 claim (C8) judged.", ("figure1", "figure6")),
     Report("ablations", "Ablations", "Every row of experiments/ablations.yaml against its baseline.",
            ("ablations", "figure6")),
 )

@@ -256,10 +256,45 @@ CLAIMS: tuple[Callable[[dict[str, Net], Results], Claim], ...] = (
     c1_plain_train, c2_plain_test, c3_resnet_test, c4_resnet_vs_plain, c5_resnet1202, c6_responses)
 
 
+def c8_signals(nets: dict[str, Net], res: Results) -> Claim:
+    """Sec. 4.1, decided from signals.csv by the two rules of ``reporting/signals.py``."""
+    from .signals import BACKWARD_FACTOR, HOW_TO_GET, RESPONSE_FLOOR, judge_all, load_signals
+
+    text = ("Sec. 4.1: in the plain nets trained with BN, neither forward nor backward signals vanish (every "
+            f"layer's response std >= {RESPONSE_FLOOR}; no layer's relative update gradient/weight norm "
+            f"{BACKWARD_FACTOR:.0f}x below the largest layer's, at every recorded point after initialisation).")
+    plain = [n for n in nets if n.startswith("plain")]
+    twins = [n.replace("plain", "resnet") for n in plain if n.replace("plain", "resnet") in nets]
+    signals = load_signals(res, plain + twins)
+    judged = {j.run: j for j in judge_all(signals)}
+    by_name: dict[str, list] = {}
+    for j in judged.values():
+        by_name.setdefault(j.name, []).append(j)
+    checked = [n for n in plain if n in by_name]
+    if not checked:
+        return Claim("C8", text, UNCHECKED, "needs signals.csv of a finished plain net; "
+                     + ("these runs were trained before signals were recorded. " if plain else "") + HOW_TO_GET,
+                     plain or ["plain20", "plain56"])
+    parts, facts = [], []
+    for n in checked:
+        for j in by_name[n]:
+            parts.append(Comparison(j.evidence(), HOLDS if j.holds else FAILS))
+            if fact := j.init_fact():
+                facts.append(fact)
+    twin_text = [j.evidence() for n in twins if n in by_name for j in by_name[n]]
+    evidence = "; ".join(p.text for p in parts)
+    if twin_text:
+        evidence += ". ResNet twins, for comparison: " + "; ".join(twin_text)
+    if facts:
+        evidence += (". At initialisation (a fact, not part of the verdict): " + "; ".join(facts) +
+                     ", raw gradient norms")
+    return Claim("C8", text, combine(parts), evidence, [n for n in plain if n not in by_name])
+
+
 def check_claims(res: Results) -> tuple[list[Claim], list[str]]:
     """Every claim's verdict on these results, and notes on which runs were used."""
     nets, profile, notes = finished_nets(res)
-    claims = [f(nets, res) for f in CLAIMS] + [c7_table6(nets, res, profile)]
+    claims = [f(nets, res) for f in CLAIMS] + [c7_table6(nets, res, profile), c8_signals(nets, res)]
     if profile:
         notes = [f"profile {profile}: {len(nets)} nets finished "
                  f"({', '.join(f'{n.name} x{n.seeds}' for n in nets.values())})", *notes]

@@ -132,6 +132,47 @@ def draw_responses(top: plt.Axes, bottom: plt.Axes, resp: pd.DataFrame) -> None:
             ax.legend(fontsize=8)
 
 
+SIGNAL_QUANTITIES = {
+    "grad_norm": "weight-gradient norm",
+    "relative_update": "relative update (gradient / weight norm)",
+    "response_std": "forward signal (BN-output std)",
+}
+
+
+def draw_signal_profile(ax: plt.Axes, run: pd.DataFrame, column: str, points: dict[str, int]) -> None:
+    """One net's per-layer ``column`` against depth (layer index) at a few recorded points,
+    log scale; darker is later."""
+    colors = sns.color_palette("viridis", len(points))
+    for (label, it), color in zip(points.items(), colors):
+        p = run[(run["iteration"] == it)].sort_values("layer")
+        ax.plot(p["layer"], p[column], color=color, linewidth=1.5, marker=".", markersize=4, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input -> output)")
+    ax.set_ylabel(SIGNAL_QUANTITIES[column])
+    ax.legend(fontsize=7, title="iteration", title_fontsize=7)
+
+
+def draw_first_last(ax: plt.Axes, signals: pd.DataFrame) -> None:
+    """Over training, the first block's gradient norm over the last block's, one line per net
+    (plain dashed, ResNets solid, colours by depth); 1 means the same size."""
+    from .signals import first_last_ratio
+
+    for i, (name, run) in enumerate(signals.groupby("name", sort=False)):
+        first = run.iloc[0]
+        for j, (_, seed_run) in enumerate(run.groupby("run", sort=False)):
+            r = first_last_ratio(seed_run)
+            ax.plot(r["iteration"], r["ratio"], color=color_for(int(first["depth"]), i), marker=".",
+                    linestyle="--" if first["family"] == "plain" else "-", linewidth=1.4,
+                    label=name if j == 0 else None)
+    ax.axhline(1.0, color="#999", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("iteration (symlog: the early points spread out)")
+    ax.set_ylabel("first block / last block gradient norm")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def draw_sweep(ax: plt.Axes, points: pd.DataFrame, baseline: pd.DataFrame | None = None) -> None:
     """One swept key of one row: final error against the swept value, mean over seeds with
     min-max error bars, test bold and training dashed; the baseline's mean as a grey line."""

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ..fileio import atomic_write_text
-from .rundir import RunDir, sha256_file
+from .callbacks import Callback, LoopContext
+from .rundir import RunDir, RunStatus, sha256_file
 
 COLUMNS = ["layer", "module", "std", "model_sha256"]
 
@@ -68,6 +69,16 @@ def save_responses(run: RunDir, model: torch.nn.Module, test_x: torch.Tensor) ->
     if "responses.csv" in (meta.get("files") or {}):  # recomputed later: keep the checksum true
         meta["files"]["responses.csv"] = sha256_file(run.responses_path)
         run.write_meta(meta)
+
+
+class ResponsesCallback(Callback):
+    """Figure 7's responses, once, from a finished run's final weights (model.pt)."""
+
+    def on_end(self, ctx: LoopContext, status: RunStatus) -> list:
+        if status != RunStatus.FINISHED:
+            return []
+        save_responses(ctx.run, ctx.model, ctx.splits.test_x)
+        return [ctx.run.responses_path]
 
 
 def responses_current(run: RunDir) -> bool:

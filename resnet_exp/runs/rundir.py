@@ -7,6 +7,8 @@
         model.pt       final weights (state_dict)
         mean.pt        the per-pixel training mean the run subtracted (for Figure 7 later)
         responses.csv  std of every 3x3 layer's response on the test set (Figure 7)
+        signals.csv    per-layer gradient norms, weight norms and forward signals during
+                       training (signals.py)
 
     <results>/.locks/<identity>.lock   held while a process trains that identity
 
@@ -145,6 +147,7 @@ class RunDir:
     model_path = property(lambda self: self.path / "model.pt")
     mean_path = property(lambda self: self.path / "mean.pt")            # the per-pixel mean it trained with
     responses_path = property(lambda self: self.path / "responses.csv")  # Figure 7 (responses.py)
+    signals_path = property(lambda self: self.path / "signals.csv")      # layer signals (signals.py)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -213,21 +216,12 @@ class RunDir:
     def log_prefix(self, iteration: int) -> bytes | None:
         """The bytes of log.csv up to the line of ``iteration`` (header included): what a
         checkpoint at ``iteration`` covers. None when the log is unreadable."""
-        try:
-            lines = self.log_path.read_bytes().splitlines(keepends=True)
-        except FileNotFoundError:  # no line logged yet (a run stopped before its first evaluation)
-            return b""
-        except OSError:
-            return None
-        out = lines[:1]
-        for line in lines[1:]:
-            try:
-                if int(line.split(b",", 1)[0]) > iteration:
-                    break
-            except ValueError:
-                return None
-            out.append(line)
-        return b"".join(out)
+        return _csv_prefix(self.log_path, lambda it: it <= iteration)
+
+    def signals_prefix(self, iteration: int) -> bytes | None:
+        """The bytes of signals.csv before ``iteration`` (a checkpoint at ``iteration`` is
+        written before that point's signals are recorded)."""
+        return _csv_prefix(self.signals_path, lambda it: it < iteration)
 
     # ---- integrity
     def check(self) -> Health:
@@ -285,6 +279,11 @@ class RunDir:
                 prefix = self.log_prefix(at)
                 if prefix is None or hashlib.sha256(prefix).hexdigest() != prefix_sha:
                     problems.append(f"log.csv up to iteration {at} is not what the run wrote (sha256 differs)")
+            signals_sha = files.get("signals_prefix")
+            if self.has_checkpoint() and signals_sha:
+                prefix = self.signals_prefix(at)
+                if prefix is None or hashlib.sha256(prefix).hexdigest() != signals_sha:
+                    problems.append(f"signals.csv before iteration {at} is not what the run wrote (sha256 differs)")
         return Health(tuple(problems))
 
     def _parsed_log(self) -> tuple[list[dict[str, float]], str | None]:
@@ -346,18 +345,38 @@ class RunDir:
 
 
 def publish_results(source: str | Path, dest: str | Path) -> int:
-    """Copy every run folder's results (meta.json, log.csv, model.pt; no checkpoint, lock
+    """Copy every run folder's results (meta.json, log.csv, model.pt, signals.csv, ...; no checkpoint, lock
     or temporary file) from one results tree to another: what a committed reference
     reproduction keeps. Returns the number of runs copied."""
     n = 0
     for run in RunDir.all_in(source):
         target = RunDir.for_run(dest, run.experiment, run.name)
         target.path.mkdir(parents=True, exist_ok=True)
-        for f in (run.meta_path, run.log_path, run.model_path, run.mean_path, run.responses_path):
+        for f in (run.meta_path, run.log_path, run.model_path, run.mean_path, run.responses_path, run.signals_path):
             if f.exists():
                 shutil.copy2(f, target.path / f.name)
         n += 1
     return n
+
+
+def _csv_prefix(path: Path, keep: Any) -> bytes | None:
+    """The header and the leading lines of a CSV whose first column is an iteration, while
+    ``keep(iteration)``; b"" when the file does not exist yet, None when unreadable."""
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:  # nothing recorded yet (a run stopped before its first line)
+        return b""
+    except OSError:
+        return None
+    out = lines[:1]
+    for line in lines[1:]:
+        try:
+            if not keep(int(line.split(b",", 1)[0])):
+                break
+        except ValueError:
+            return None
+        out.append(line)
+    return b"".join(out)
 
 
 def _same(a: object, b: object) -> bool:

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .callbacks import Callback, LoopContext, default_callbacks
 from .experiments import Recipe, RunSpec
 from ..fileio import atomic_torch_save, atomic_write_bytes
 from ..data.loader import DeviceSplits, TrainBatches, evaluate
 from ..models import build_model
-from .responses import save_responses
 from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
 
 STOP_FILE_POLL_S = 1.0  # how often the loop looks for the driver's stop file
@@ -164,9 +164,12 @@ def usable_checkpoint(run: RunDir, spec: RunSpec) -> dict[str, Any] | None:
 
 def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.device,
               dataset: dict[str, Any], identity: str, progress: bool = True,
-              stop_file: str | os.PathLike | None = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
+              stop_file: str | os.PathLike | None = None, where: dict[str, Any] | None = None,
+              callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train (or resume) one run to the end; returns its meta.json content.
 
+    ``callbacks`` are the measurements that hook into the loop (``callbacks.py``); by
+    default every run records its layer signals and responses (``default_callbacks``).
     Raises RunInterrupted after checkpointing when asked to stop."""
     r = spec.recipe
     run.path.mkdir(parents=True, exist_ok=True)
@@ -208,6 +211,10 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     meta = {**(run.read_meta() or {}), **_static_meta(spec, identity, n_params, dataset, device, where),
             "status": RunStatus.RUNNING.value, "iteration": start}
     meta.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    callbacks = default_callbacks() if callbacks is None else callbacks
+    ctx = LoopContext(run, model, splits, device, r.iterations, r.eval_every, start, meta)
+    for cb in callbacks:
+        cb.on_start(ctx)
     # one entry per process that trained this run: a resume history, and proof of "trained once"
     meta["attempts"] = [*meta.get("attempts", []), {**meta["worker"], "from_iteration": start,
                                                      "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
@@ -230,9 +237,10 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
         run.write_meta(meta)
         atomic_write_bytes(run.checkpoint_path, data)
         prefix = run.log_prefix(iteration) or b""
+        extra = {k: v for cb in callbacks for k, v in cb.on_checkpoint(ctx, iteration).items()}
         meta.update(iteration=iteration, wall_time_s=round(elapsed + train_time, 1),
                     files={"checkpoint.pt": files.pop("checkpoint.pt.pending"),
-                           "log_prefix": hashlib.sha256(prefix).hexdigest()})
+                           "log_prefix": hashlib.sha256(prefix).hexdigest(), **extra})
         run.write_meta(meta)
 
     # ---- train
@@ -249,6 +257,11 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
                 bar.close()
                 run.update_meta(status=RunStatus.INTERRUPTED.value)
                 raise RunInterrupted(f"{spec.label} stopped at iteration {it}")
+            # measurements of the state after `it` steps; their time is not training time
+            t_callbacks = time.perf_counter()
+            for cb in callbacks:
+                cb.on_iteration(ctx, it)
+            t_line += time.perf_counter() - t_callbacks
 
             lr = lr_at(it, r, warming_up)
             for group in optimizer.param_groups:
@@ -307,10 +320,11 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     if status == RunStatus.RUNNING:
         status = RunStatus.FINISHED
         atomic_torch_save(model.state_dict(), run.model_path)
-        save_responses(run, model, splits.test_x)  # Figure 7, once, from the final weights
+    # the callbacks' last word (the final signals; Figure 7's responses from the final weights)
+    written = [p for cb in callbacks for p in cb.on_end(ctx, status)]
+    if status == RunStatus.FINISHED:
         # the checksums that tell the run's results from damaged copies (RunDir.check)
-        meta["files"] = {p.name: sha256_file(p) for p in (run.log_path, run.model_path, run.mean_path,
-                                                          run.responses_path)}
+        meta["files"] = {p.name: sha256_file(p) for p in (run.log_path, run.model_path, run.mean_path, *written)}
     final = rows[-1] if rows else {}
     meta.update(status=status.value, iteration=int(final.get("iteration", start)), wall_time_s=round(elapsed, 1),
                 warmup_end_iteration=warmup_end, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

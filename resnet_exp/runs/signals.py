@@ -1,0 +1,190 @@
+"""Forward and backward signals per layer, recorded during training: ``signals.csv``.
+
+Why: the paper (Sec. 4.1) argues that plain nets degrade *not* because signals vanish: with
+BN "the forward propagated signals have non-zero variances" and "the backward propagated
+gradients exhibit healthy norms". This records what a reader needs to judge that on their
+own runs (``reporting/signals.py`` draws it and decides claim C8).
+
+What, for every conv and fc layer in depth order (``named_parameters`` order, named as
+``named_parameters`` names them: ``layer1.0.conv1.weight``, the convention of Lightning's
+``grad_norm`` and Composer's layer-wise gradient norms):
+
+    grad_norm     L2 norm of d(loss)/d(weight)
+    weight_norm   L2 norm of the weight
+    response_std  std of the layer's BN output (the first BN after the layer in module order,
+                  the one that normalises it; where none follows, e.g. fc, the layer's own
+                  output) over every probe image, channel and position: the forward signal
+
+When: at iterations 0, 10, 50, 100, 200 (the picture moves fastest early on) and at every
+evaluation point, the state after that many steps. Where: on one fixed probe batch of
+``PROBE_SIZE`` training images, the same for every run and every point (chosen by
+``PROBE_SEED`` from the training split, not augmented), BN in training mode (batch
+statistics, as the training step sees them), fp32.
+
+The measurement does not change the training (tested: the logs with and without it are
+identical): it draws nothing from the data stream's or torch's global RNG (the probe's own
+generator picks the images), takes gradients with ``torch.autograd.grad`` (no ``.grad`` is
+written, the optimizer never sees them), and puts every BN buffer (running mean, variance,
+batch count) back as it was after its forward pass.
+
+Resume: a checkpoint at iteration k records the sha256 of the rows before k; a resumed run
+keeps exactly those rows and records the rest, so its signals.csv equals an uninterrupted
+run's. A finished run records the file's sha256 like log.csv's (``RunDir.check``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..fileio import atomic_write_text
+from .callbacks import Callback, LoopContext
+from .rundir import RunDir, RunStatus, schedule
+
+PROBE_SIZE = 256
+PROBE_SEED = 0
+EARLY_POINTS = (0, 10, 50, 100, 200)
+COLUMNS = ["iteration", "layer", "name", "grad_norm", "weight_norm", "response_std"]
+
+
+def signal_points(iterations: int, eval_every: int) -> list[int]:
+    """The iterations at which a run records its signals."""
+    return sorted({p for p in EARLY_POINTS if p <= iterations} | set(schedule(iterations, eval_every)))
+
+
+def probe_indices(n_train: int, size: int = PROBE_SIZE, seed: int = PROBE_SEED) -> torch.Tensor:
+    """The probe batch's training-image indices: fixed by ``seed``, from a generator of its
+    own (never the training streams), sorted."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.sort(torch.randperm(n_train, generator=g)[:min(size, n_train)]).values
+
+
+class LayerProbe:
+    """Measures every conv and fc layer of a model on one batch, leaving the model as it was."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names: list[str] = []
+        self.weights: list[torch.Tensor] = []
+        self.signal_modules: list[nn.Module] = []
+        pending: tuple[str, nn.Module] | None = None
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                if pending is not None:  # no BN between two layers: the layer's own output
+                    self._add(*pending, pending[1])
+                pending = (name, module)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and pending is not None:
+                self._add(*pending, module)
+                pending = None
+        if pending is not None:
+            self._add(*pending, pending[1])
+
+    def _add(self, name: str, layer: nn.Module, signal_module: nn.Module) -> None:
+        self.names.append(f"{name}.weight" if name else "weight")
+        self.weights.append(layer.weight)
+        self.signal_modules.append(signal_module)
+
+    def measure(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
+        """grad_norm, weight_norm and response_std per layer, in depth order."""
+        buffers = list(model.buffers())
+        saved = [b.clone() for b in buffers]
+        stds: dict[int, torch.Tensor] = {}
+
+        def hook(i: int) -> Any:
+            def record(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+                stds[i] = out.detach().float().std(correction=0)
+            return record
+
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self.signal_modules)]
+        was_training = model.training
+        model.train()
+        try:
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(x).float(), y)
+                grads = torch.autograd.grad(loss, self.weights)
+        finally:
+            for h in handles:
+                h.remove()
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
+            model.train(was_training)
+        grad_norms = torch.stack(torch._foreach_norm(list(grads)))  # one kernel for all layers
+        with torch.no_grad():
+            weight_norms = torch.stack(torch._foreach_norm([w.detach() for w in self.weights]))
+        values = torch.stack([grad_norms.float(), weight_norms.float(),
+                              torch.stack([stds[i] for i in range(len(self.names))])]).cpu().tolist()
+        return dict(zip(("grad_norm", "weight_norm", "response_std"), values))
+
+
+class SignalRecorder(Callback):
+    """Writes ``signals.csv`` (see the module's docstring)."""
+
+    def __init__(self, probe_size: int = PROBE_SIZE, probe_seed: int = PROBE_SEED) -> None:
+        self.probe_size, self.probe_seed = probe_size, probe_seed
+        self.lines: list[str] = []
+        self.points: set[int] = set()
+
+    def on_start(self, ctx: LoopContext) -> None:
+        idx = probe_indices(len(ctx.splits.train_y), self.probe_size, self.probe_seed).to(ctx.splits.train_y.device)
+        self.x, self.y = ctx.splits.train_x[idx], ctx.splits.train_y[idx]
+        self.probe = LayerProbe(ctx.model)
+        self.points = set(signal_points(ctx.iterations, ctx.eval_every))
+        self.lines = [line for line in _data_lines(ctx.run) if _iteration(line) < ctx.start] if ctx.start else []
+        recorded_from = ctx.meta.get("signals", {}).get("from_iteration", 0) if ctx.start else 0
+        if ctx.start and not self.lines and ctx.start > min(self.points):
+            recorded_from = ctx.start  # a run begun before signals were recorded: from here on
+        ctx.meta["signals"] = {"file": ctx.run.signals_path.name, "probe_images": len(idx),
+                               "probe_seed": self.probe_seed, "from_iteration": recorded_from,
+                               "points": f"{', '.join(map(str, EARLY_POINTS))} and every evaluation"}
+
+    def on_iteration(self, ctx: LoopContext, iteration: int) -> None:
+        if iteration in self.points:
+            self.record(ctx, iteration)
+
+    def record(self, ctx: LoopContext, iteration: int) -> None:
+        m = self.probe.measure(ctx.model, self.x, self.y)
+        for i, name in enumerate(self.probe.names):
+            self.lines.append(f"{iteration},{i + 1},{name},{m['grad_norm'][i]!r},{m['weight_norm'][i]!r},"
+                              f"{m['response_std'][i]!r}\n")
+        atomic_write_text(ctx.run.signals_path, ",".join(COLUMNS) + "\n" + "".join(self.lines))
+
+    def on_checkpoint(self, ctx: LoopContext, iteration: int) -> dict[str, str]:
+        prefix = ctx.run.signals_prefix(iteration)
+        return {"signals_prefix": hashlib.sha256(prefix).hexdigest()} if prefix is not None else {}
+
+    def on_end(self, ctx: LoopContext, status: RunStatus) -> list:
+        if status != RunStatus.FINISHED:
+            return []
+        if ctx.iterations in self.points and not any(_iteration(line) == ctx.iterations for line in self.lines):
+            self.record(ctx, ctx.iterations)
+        return [ctx.run.signals_path] if ctx.run.signals_path.exists() else []
+
+
+def _data_lines(run: RunDir) -> list[str]:
+    try:
+        return run.signals_path.read_text().splitlines(keepends=True)[1:]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _iteration(line: str) -> int:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return -1
+
+
+def read_signals(run: RunDir) -> list[dict[str, Any]]:
+    """signals.csv's rows as numbers (empty when there is none or it does not parse)."""
+    try:
+        with open(run.signals_path, newline="") as f:
+            return [{"iteration": int(r["iteration"]), "layer": int(r["layer"]), "name": r["name"],
+                     **{k: float(r[k]) for k in ("grad_norm", "weight_norm", "response_std")}}
+                    for r in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError, TypeError, csv.Error):
+        return []
