@@ -33,6 +33,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+# Stop policy (README, "Stopping"): Ctrl-C or SIGTERM at any moment ends with one line and exit
+# 130 / 143; the Python steps below apply the same policy themselves (resnet_exp/stopping.py).
+# Where SIGINT was ignored when this script started (a background job), it stays ignored
+# (bash cannot trap it) and SIGTERM stops it. A trap runs once the step in progress has ended.
+stopped() { echo "[run_all] stopped by $1 during $STEP: finished runs are kept; run ./run_all.sh again to go on" >&2; exit "$2"; }
+STEP="set-up"
+trap 'stopped SIGINT 130' INT
+trap 'stopped SIGTERM 143' TERM
 die() { echo "run_all.sh: $1" >&2; echo "run ./run_all.sh --help for the options" >&2; exit 2; }
 # an option's value: present, and not another option
 value() { [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1 needs a value"; printf '%s' "$2"; }
@@ -68,17 +77,20 @@ while [ $# -gt 0 ]; do
 done
 
 # 1. set-up: the same .venv as ./run_tests.sh (plus Ray for --executor ray)
+if [ "${RESNET_EXP_TEST_PAUSE:-}" = setup ]; then echo "[moment] setup"; sleep 120; fi  # tests only
 export EXTRAS
 source scripts/setup_venv.sh
+STEP="the checks"
 
 # every experiment row checked first, before torch or the data are touched: a mistake shows at once
 ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
-"$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || exit 2
+"$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || {
+    s=$?; [ "$s" -ge 128 ] && exit "$s"; exit 2; }  # 130/143: stopped; else a bad row, the message says which
 
 # 2. the job: everything with CUDA; on a CPU, the CPU_ROWS of figure1 and figure6 (what fits
 #    in about an hour on a laptop and shows both halves of the paper), the rest listed with
 #    its cost and --all. The smoke profile is cheap everywhere: it always runs everything.
-CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
+CUDA="$([ "$("$PY" -m resnet_exp device)" = cuda ] && echo 1 || echo 0)"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
 ONLY=()
 if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
@@ -91,10 +103,13 @@ if [ -z "$PROFILE" ]; then
 fi
 echo "[run_all] profile: $PROFILE; experiments: ${FILES[*]}${ONLY[@]+ (rows: ${ONLY[*]:1})}"
 
+STEP="data"
 # 3. data: the real CIFAR-10 (data/ or torchvision's download), else the bundled mini subset
 MINI=0
 if [ -z "$DATA" ]; then
-    if ! "$PY" -m resnet_exp data; then
+    s=0; "$PY" -m resnet_exp data || s=$?
+    [ "$s" -ge 128 ] && exit "$s"  # stopped (the line above says so)
+    if [ "$s" -ne 0 ]; then
         DATA="assets/cifar10-mini-jpeg.tar.gz"
         MINI=1
     fi
@@ -116,17 +131,21 @@ RESULTS="${RESULTS:-$([ "$MINI" = 1 ] && echo results-mini || echo results)}"
 
 # 4. train (finished runs are skipped). Ctrl-C: the runs checkpoint and stop within a few
 #    seconds; a second Ctrl-C stops at once. Either way, no reports are built.
-trap 'INTERRUPTED=1' INT TERM
+STEP="training"
+trap 'INTERRUPTED=130' INT
+trap 'INTERRUPTED=143' TERM
 INTERRUPTED=0
 status=0
 "$PY" -m resnet_exp run "${FILES[@]}" --profile "$PROFILE" --results "$RESULTS" ${DATA:+--data "$DATA"} \
     ${ONLY[@]+"${ONLY[@]}"} ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} \
     ${PASS[@]+"${PASS[@]}"} $([ "$DRY" = 1 ] && echo --dry-run) || status=$?
-trap - INT TERM
-if [ "$status" -eq 130 ] || [ "$INTERRUPTED" = 1 ]; then
+trap 'stopped SIGINT 130' INT
+trap 'stopped SIGTERM 143' TERM
+if [ "$status" -eq 130 ] || [ "$status" -eq 143 ] || [ "$INTERRUPTED" != 0 ]; then
+    [ "$INTERRUPTED" != 0 ] && status="$INTERRUPTED"
     echo "[run_all] interrupted: finished runs are kept and interrupted ones resume where they stopped;" \
          "run ./run_all.sh again to go on (reports: python -m resnet_exp report --results $RESULTS)" >&2
-    exit 130
+    exit "$status"
 elif [ "$status" -eq 3 ]; then
     echo "[run_all] stopped: the disk is full (the message above says where); no reports were built" >&2
     exit 3
@@ -138,6 +157,7 @@ fi
 
 [ "$DRY" = 1 ] && exit "$status"
 
+STEP="reports"
 # 5. reports, and the paper's claims in words (the same table heads the index page)
 "$PY" -m resnet_exp report --results "$RESULTS" --out "$OUT"
 echo

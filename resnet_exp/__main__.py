@@ -5,8 +5,14 @@ Each subcommand is a thin shell over one module; heavy imports happen inside the
 
 from __future__ import annotations
 
-import argparse
-import sys
+# The stop policy first, before any other import: Ctrl-C or SIGTERM at any moment from here
+# on ends the command with one line and exit 130/143, never a traceback (stopping.py).
+from . import stopping
+
+stopping.install()
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
 
 
 def results_folder(path: str) -> None:
@@ -34,7 +40,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    stopping.pause_for_test("imports")  # before torch and the rest are imported
+    from .runs.budget import parse_budget
     from .runs.experiments import select_runs
+
+    budget = parse_budget(args.budget) if args.budget is not None else None  # a bad one: one line, exit 2
 
     # every file and row is checked before torch is imported: a mistake is reported at once
     for profile in [args.profile] if args.profile else ["paper", "quick"]:
@@ -50,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_experiments(args.experiments, profile=args.profile, only=args.only, data=args.data,
                            results=args.results, device=args.device, include_opt_in=args.include_opt_in,
                            dry_run=args.dry_run, executor=choice, left_out=args.left_out,
-                           left_out_hint=args.left_out_hint, retrain_damaged=args.retrain_damaged)
+                           left_out_hint=args.left_out_hint, retrain_damaged=args.retrain_damaged,
+                           budget=budget)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -155,6 +166,9 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if any)")
     r.add_argument("--include-opt-in", action="store_true", help="also run rows marked opt_in")
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
+    r.add_argument("--budget", default=None, metavar="TIME",
+                   help="training time you have (90s, 45m, 2h, 1h30m): the longest rung of the ladder "
+                        "(runs/ladder.yaml) whose estimate fits chooses the schedule; --profile wins over it")
     r.add_argument("--check", action="store_true", help="only validate the experiment files (no torch, no data)")
     r.add_argument("--retrain-damaged", action="store_true",
                    help="train damaged runs again (their folders are moved to <results>/.damaged/, kept)")
@@ -234,6 +248,19 @@ def add_data_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     d.set_defaults(func=cmd_data)
 
 
+def cmd_device(args: argparse.Namespace) -> int:
+    from .runs.device import pick_device
+
+    print(pick_device("auto").type)
+    return 0
+
+
+def add_device_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    d = sub.add_parser("device", help="print the device `run --device auto` trains on: cuda or cpu",
+                       formatter_class=fmt)
+    d.set_defaults(func=cmd_device)
+
+
 def add_responses_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     rs = sub.add_parser("responses", help="Figure 7: (re)compute responses.csv of finished runs lacking a current one",
                         formatter_class=fmt, epilog="example: python -m resnet_exp responses --results results")
@@ -260,21 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Reproduce the degradation experiment of He et al. (2016).")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_ablations_parser,
-                add_bench_parser, add_data_parser, add_responses_parser, add_make_mini_parser):
+                add_bench_parser, add_data_parser, add_device_parser, add_responses_parser,
+                add_make_mini_parser):
         add(sub, fmt)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .fileio import EXIT_NO_SPACE, is_no_space, no_space_message
-
-    args = build_parser().parse_args(argv)
     try:
+        from .fileio import EXIT_NO_SPACE, is_no_space, no_space_message
+
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; finished work is kept and interrupted runs resume from their "
-              "last checkpoint on the next invocation", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # a stop signal (stopping.py): one line, 130 or 143
+        print("\n" + stopping.message(), file=sys.stderr)
+        return stopping.exit_status()
     except OSError as e:
         if not is_no_space(e):
             print(f"error: {e}", file=sys.stderr)
@@ -287,4 +314,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    stopping.quiet()
+    sys.exit(status)

@@ -45,8 +45,12 @@ def make_state(name: str, src: Path, dst: Path) -> Path:
     elif name == "only-unfinished":
         for run in _copy(src, dst, "figure*/plain*-*"):
             _interrupt(run)
-    elif name == "one-finished":
-        _copy(src, dst, "figure1/plain20-*")
+    elif name == "one-finished":  # ...trained before signals were recorded: no signals.csv
+        for run in _copy(src, dst, "figure1/plain20-*"):
+            meta = json.loads((run / "meta.json").read_text())
+            del meta["files"]["signals.csv"], meta["signals"]
+            (run / "meta.json").write_text(json.dumps(meta))
+            (run / "signals.csv").unlink()
     elif name == "diverged":
         _copy(src, dst, "ablations/plain110-*")
         _copy(src, dst, "figure6/plain56-*")
@@ -83,8 +87,14 @@ def test_every_report_renders_in_every_state(built_reports, tmp_path, state):
         assert not errors, f"{state}/{rep.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
         html = (tmp_path / "out" / f"{rep.name}.html").read_text()
         assert "Traceback" not in html and "provenance" in html
+    signals = (tmp_path / "out" / "signals.html").read_text()
     if state == "empty":
         assert "No runs yet in the results folder" in page
+    if state in ("empty", "one-finished"):
+        assert "No finished run has layer signals yet" in signals and "signals.csv" in signals
+        assert "C8" in page and "cannot be checked" in signals
+    if state == "one-finished":
+        assert "Finished runs without signals.csv" in signals and "trained before signals were recorded" in signals
     if state == "damaged":
         damaged = (tmp_path / "out" / "figure6.html").read_text()
         assert damaged.count("DAMAGED") == 1 and damaged.count("plain") >= 3

@@ -140,7 +140,8 @@ def _load_source(path: Path, data_dir: Path, verbose: bool, write: bool = True) 
     with FileLock(cache_dir / ".decode.lock"):
         for orphan in cache_dir.glob(".*.tmp"):
             orphan.unlink(missing_ok=True)
-        if cache.exists() and (loaded := _read_cache(cache, sha)) is not None:
+        # another process may have written it meanwhile; the warning about it was given above
+        if cache.exists() and (loaded := _read_cache(cache, sha, warn=False)) is not None:
             return loaded
         _say(verbose, f"[data] decoding {path} ({kind}) once; cache: {cache}")
         ds = _decode(path, kind, sha)
@@ -410,7 +411,7 @@ def _write_cache(path: Path, ds: Cifar10) -> None:
                        "provenance_json": json.dumps(ds.provenance)}, path)
 
 
-def _read_cache(path: Path, sha: str | None = None) -> Cifar10 | None:
+def _read_cache(path: Path, sha: str | None = None, warn: bool = True) -> Cifar10 | None:
     """A cached dataset whose tensors match their recorded checksum (and, given ``sha``,
     whose source is that one); otherwise None, with a warning: it is rebuilt."""
     try:
@@ -426,7 +427,8 @@ def _read_cache(path: Path, sha: str | None = None) -> Cifar10 | None:
             return None
         return ds
     except Exception as e:
-        print(f"[data] ignoring unusable cache {path} ({type(e).__name__}: {e}); it will be rebuilt")
+        if warn:
+            print(f"[data] ignoring unusable cache {path} ({type(e).__name__}: {e}); it will be rebuilt")
         return None
 
 

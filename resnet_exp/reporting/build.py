@@ -21,6 +21,7 @@ from pathlib import Path
 
 from jupyter_client.manager import KernelManager
 
+from .. import stopping
 from ..fileio import atomic_write_text
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # the repository's notebooks/
@@ -100,8 +101,14 @@ def build_reports(results: str | Path = "results", out: str | Path = "reports",
     out.mkdir(parents=True, exist_ok=True)
     chosen = [rep for rep in REPORTS if not only or rep.name in only]
     workers = parallel or min(4, os.cpu_count() or 1, len(chosen))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    stopping.pause_for_test("reports")
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         outcomes = list(pool.map(lambda rep: _build_one(rep, results, out, experiments_dir, show_code), chosen))
+    except KeyboardInterrupt:  # a stop signal: start no other notebook; the ones running end with their kernels
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     failures = {rep.name: error for rep, error in zip(chosen, outcomes) if error}
     index = write_index(out, results, experiments_dir, failures)
     if failures:
@@ -115,6 +122,8 @@ def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, sho
 
     # A report owns <out>/<name>.html and <out>/<name>/: cleared first, so a report never
     # shows a figure or a table left by another results folder or an earlier failure.
+    if stopping.received is not None:  # stopping: leave this report as it was
+        return "not built: stopped"
     rep_dir = out / rep.name
     shutil.rmtree(rep_dir, ignore_errors=True)
     (out / f"{rep.name}.html").unlink(missing_ok=True)

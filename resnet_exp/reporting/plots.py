@@ -33,9 +33,11 @@ def label_for(run: pd.Series) -> str:
 
 
 def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, ...] = ("train", "test"),
-              styles: dict[str, dict] | None = None, colors: dict[str, str] | None = None) -> list[str]:
+              styles: dict[str, dict] | None = None, colors: dict[str, str] | None = None,
+              not_run_hint: str = "") -> list[str]:
     """Error against iterations for the named rows, paper style. A row with several seeds
-    is drawn as their mean with a band from the lowest to the highest seed (min-max).
+    is drawn as their mean with a band from the lowest to the highest seed (min-max). A
+    panel with nothing to draw says "not run" inside it, with ``not_run_hint`` (the command).
 
     Returns the names that have no run (drawn nowhere; the caller lists them)."""
     styles = styles or {"train": dict(linestyle="--", linewidth=1.0), "test": dict(linestyle="-", linewidth=2.2)}
@@ -66,6 +68,12 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
                 ax.plot(log["iteration"].iloc[-1] / 1e4, log["test_error"].iloc[-1], "x", color=color, ms=10, mew=2)
     ax.set_xlabel("iter. (1e4)")
     ax.set_ylabel("error (%)")
+    if not ax.lines:
+        ax.text(0.5, 0.5, f"not run: {', '.join(names)}" + (f"\n{not_run_hint}" if not_run_hint else ""),
+                transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#555", wrap=True)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return missing
     _ylim(ax, res, names)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -127,7 +135,9 @@ def draw_responses(top: plt.Axes, bottom: plt.Axes, resp: pd.DataFrame) -> None:
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
-        ax.set_ylabel("std")
+        # log scale: plain-56's early layers reach std ~15 and would squash every ResNet curve
+        ax.set_yscale("log")
+        ax.set_ylabel("std (log scale)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
 

@@ -273,7 +273,7 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
         ("Git commit", vals("git_commit")),
         ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)"),
         ("Report made", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
-        ("Missing runs", e("; ".join(missing)) or "none"),
+        ("Missing runs", missing_html(res, missing)),
         ("Unfinished runs", e("; ".join(unfinished)) or "none"),
     ]
     if res.excluded:
@@ -285,6 +285,27 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
     rows = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th>"
                    f"<td style='text-align:left'>{v}</td></tr>" for k, v in items)
     return f'<div class="provenance">{boxes}<table>{rows}</table></div>'
+
+
+def missing_html(res: Results, missing: list[str]) -> str:
+    """Runs really missing, apart from those the invocation left out on purpose (run_all.sh's
+    CPU default records them in <results>/.left-out.json), which are only counted."""
+    import json
+
+    from ..runs.rundir import LEFT_OUT_FILE
+
+    try:
+        record = json.loads((Path(res.results_dir) / LEFT_OUT_FILE).read_text())
+        on_purpose, hint = set(record["runs"]), str(record.get("hint") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        on_purpose, hint = set(), ""
+    left = [m for m in missing if m in on_purpose]
+    really = [m for m in missing if m not in on_purpose]
+    text = html.escape("; ".join(really)) or "none"
+    if left:
+        text += (f" <i>({len(left)} more left out on purpose by this machine's default"
+                 f"{', added by <code>' + html.escape(hint) + '</code>' if hint else ''})</i>")
+    return text
 
 
 # --------------------------------------------------------------------------- Figure 7

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from tqdm import tqdm
 
+from .. import stopping
 from .plan import Job
 from .rundir import RunStatus
 from .worker import NO_SPACE, Outcome, WorkerContext, run_job
@@ -83,17 +84,18 @@ class DriverStop:
         through a message. Main thread only (Python delivers signals there); nested uses
         restore each other."""
         def handler(signum: int, frame: Any) -> None:
+            stopping.note(signum)
             if self.signalled:
                 second()
             self.signalled = True
 
-        previous = signal.signal(signal.SIGINT, handler) if threading.current_thread() is threading.main_thread() \
-            else None
+        previous = {sig: signal.signal(sig, handler) for sig in stopping.handled()} \
+            if threading.current_thread() is threading.main_thread() else {}
         try:
             yield
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def clear(self) -> None:
         try:
@@ -165,7 +167,9 @@ class LocalExecutor:
 
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         outcomes = []
-        for job in jobs:
+        for i, job in enumerate(jobs):
+            if i:
+                stopping.pause_for_test("between-runs")
             if stop.act():  # Ctrl-C between two runs
                 break
             outcome = run_job(job, dataclasses.replace(ctx, threads=self.threads),

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,6 +45,22 @@ N_CLASSES = 10
 MAX_SEED = 2**32 - 1  # numpy's and most tools' seed range; torch's is larger
 
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+
+# Names that become path components (a run's name, an experiment file's stem): portable
+# characters only, and short enough that <name>-s<seed>-<10 hex digits> (at most 23 bytes
+# more) fits the 255 bytes a path component may have on every common filesystem.
+NAME_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+MAX_NAME_BYTES = 200
+
+
+def check_path_name(value: str, what: str) -> None:
+    """ValueError naming what is wrong with a name that becomes a folder."""
+    if not NAME_CHARS.match(value):
+        raise ValueError(f"{what} {value[:60]!r}{'...' if len(value) > 60 else ''} becomes a folder name: use "
+                         "letters, digits and . _ + = - only, starting with a letter or digit")
+    if len(value.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} is {len(value.encode())} bytes long, at most {MAX_NAME_BYTES}: its run folders "
+                         "are named <name>-s<seed>-<identity> and a folder name may have 255 bytes")
 
 
 class ExperimentError(ValueError):
@@ -120,8 +137,8 @@ class Row(BaseModel):
 
     model: str = Field(description="network name (python -m resnet_exp models)")
     shortcut: Literal["A", "B", "C"] | None = Field(None, description="A, B or C (residual nets only)")
-    name: str | None = Field(None, pattern=r"^[^/\\\s]+$",
-                             description="run name (default: model, plus -<shortcut> when not the default)")
+    name: str | None = Field(None, description="run name (default: model, plus -<shortcut> when not the default); "
+                                               f"letters, digits and . _ + = -, at most {MAX_NAME_BYTES} bytes")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="random seed (default 1)")
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
         None, min_length=1, description="list of seeds: one run per seed")
@@ -134,6 +151,13 @@ class Row(BaseModel):
     sweep: dict[str, list[Any]] | None = Field(
         None, description="recipe keys and their values, e.g. {lr: [0.05, 0.1, 0.2]}: one run per value "
                           "(per combination for several keys), each validated like a row")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_path_name(v, "the name")
+        return v
 
     @field_validator("sweep")
     @classmethod
@@ -281,6 +305,10 @@ def load_experiment(path: str | Path, profile: str, check_baselines: bool = True
         raise ExperimentError(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles)}")
     if not path.exists():
         raise ExperimentError(f"{path}: no such experiment file")
+    try:  # the stem names the results folder <results>/<stem>/
+        check_path_name(path.stem, "the experiment file's name")
+    except ValueError as e:
+        raise ExperimentError(f"{path}: {e}") from None
     try:
         doc = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
@@ -300,7 +328,8 @@ def load_experiment(path: str | Path, profile: str, check_baselines: bool = True
         if not isinstance(row, dict):
             raise ExperimentError(f"{where}: expected a mapping like {{model: resnet20}}, got {row!r}")
         if label := row.get("name") or row.get("model"):
-            where += f" ({label})"
+            label = str(label)
+            where += f" ({label[:40]}{'...' if len(label) > 40 else ''})"
         specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where, str(path)))
 
     seen: dict[tuple[str, int], str] = {}
@@ -380,6 +409,10 @@ def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str
         except ValidationError as e:
             raise explain(e, at) from None
         run_name = "-".join([name, *(f"{k}{_value_tag(v)}" for k, v in values.items())])
+        try:
+            check_path_name(run_name, "key 'name': the run name")
+        except ValueError as e:
+            raise ExperimentError(f"{at}: {e}") from None
         sweep = {"row": name, "values": values} if values else None
         specs += [RunSpec(experiment=experiment, name=run_name, model=r.model, shortcut=shortcut, seed=seed,
                           recipe=recipe, profile=profile, group=r.group, opt_in=r.opt_in, note=r.note,

@@ -41,6 +41,8 @@ from ..fileio import atomic_write_json, atomic_write_text
 LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
                "elapsed_s", "images_per_s"]
 VAL_COLUMNS = ["val_loss", "val_error"]
+# <results>/.left-out.json: what the last invocation left out on purpose (runner.record_left_out)
+LEFT_OUT_FILE = ".left-out.json"
 TIMING_COLUMNS = frozenset({"elapsed_s", "images_per_s"})  # the only columns identical runs differ in
 
 

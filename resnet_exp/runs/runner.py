@@ -20,15 +20,17 @@ from typing import Any
 
 import torch
 
+from .. import stopping
 from ..data.cifar10 import DatasetError, load_cifar10
-from ..fileio import EXIT_NO_SPACE, free_bytes, human_bytes
+from ..fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .experiments import RunSpec, check_against_data, select_runs
 from ..models import build_model
 from .plan import Action, Job, Plan, make_plan
-from .rundir import RETRAIN_HINT
+from .rundir import LEFT_OUT_FILE, RETRAIN_HINT
 from .train import make_optimizer, make_train_step
 from .worker import NO_SPACE, Outcome, WorkerContext
+from .budget import Choice, describe, keep_choice, load_ladder, read_record, write_record
 from .device import default_profile, pick_device
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
@@ -146,29 +148,41 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
                     include_opt_in: bool = False, dry_run: bool = False, progress: bool = True,
                     data_dir: str | Path = "data", executor: ExecutorChoice = ExecutorChoice(),
                     estimate: bool = True, left_out: list[str] | None = None, left_out_hint: str = "",
-                    retrain_damaged: bool = False) -> int:
+                    retrain_damaged: bool = False, budget: float | None = None) -> int:
     """The `run` command. Returns the exit code: 0 when every run finished or diverged,
     1 when one failed, 130 when interrupted.
 
     ``left_out``: experiment files this invocation leaves out on purpose (run_all.sh's CPU
     default); the plan says what they are, what they would cost here, and ``left_out_hint``
-    (the flag that runs them)."""
+    (the flag that runs them). ``budget`` (seconds): the longest rung of the ladder whose
+    estimate fits chooses the profile (budget.py); an explicit ``profile`` wins over it."""
     dev = pick_device(device)
-    profile = profile or default_profile(dev)
+    budget = None if profile else budget
+    profile = profile or (load_ladder()[0].profile if budget else default_profile(dev))
     specs = select_runs(files, profile, only, include_opt_in)
 
+    stopping.pause_for_test("data")
     prov = load_data(data, data_dir, results, dry_run)
     check_against_data(specs, prov["n_train"], prov["n_test"])
 
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
-    plan = make_plan(specs, results_dir, prov["sha256"], retrain_damaged)
     runner, slots = executor.build(dev, progress)
     estimator = Estimator(dev, prov["n_test"])
+    if budget:
+        choice = pick_rung(files, only, include_opt_in, budget, results_dir, prov["sha256"], estimator, slots,
+                           dry_run)
+        profile = choice.rung.profile
+        specs = select_runs(files, profile, only, include_opt_in)
+    plan = make_plan(specs, results_dir, prov["sha256"], retrain_damaged)
+    stopping.pause_for_test("plan")  # before the models are timed for the estimate
     eta = estimator.timed(plan.jobs) if (estimate and plan.jobs) else {}
     print_plan(plan, eta, profile, dev, executor, slots)
     if left_out:
-        print_left_out(plan_left_out(specs, select_runs(left_out, profile, None, include_opt_in), results_dir,
-                                     prov["sha256"]), estimator if estimate else None, left_out_hint)
+        left = plan_left_out(specs, select_runs(left_out, profile, None, include_opt_in), results_dir,
+                             prov["sha256"])
+        print_left_out(left, estimator if estimate else None, left_out_hint)
+        if not dry_run:  # so the reports can tell runs left out on purpose from runs really missing
+            record_left_out(results_dir, left, left_out_hint)
     if dry_run:
         warn_if_short_of_space(plan, results_dir)
         return 0
@@ -205,11 +219,33 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     if stop.requested:
         print("\ninterrupted: finished runs are kept; interrupted runs resume from their checkpoint "
               "on the next invocation")
-        return EXIT_INTERRUPTED
+        return stopping.exit_status(EXIT_INTERRUPTED)
     if plan.count(Action.DAMAGED):
         print(f"\n{plan.count(Action.DAMAGED)} damaged run(s) were left as they are: {RETRAIN_HINT}")
         return EXIT_FAILED
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
+
+
+def pick_rung(files: list[str], only: list[str] | None, include_opt_in: bool, budget: float, results: Path,
+              dataset_sha256: str, estimator: Estimator, slots: int, dry_run: bool) -> Choice:
+    """The budget's rung (budget.py): every rung planned and estimated for the selected rows
+    (each model timed once: the estimate of a rung is what is left to train on it), then the
+    rule that keeps a rerun on its rung; printed."""
+    estimates, unfinished, rows = [], {}, []
+    for rung in load_ladder():
+        specs = select_runs(files, rung.profile, only, include_opt_in)
+        rows = sorted({f"{s.experiment}/{s.name}-s{s.seed}" for s in specs})
+        plan = make_plan(specs, results, dataset_sha256)
+        pending = [p for p in plan.runs if p.action in (Action.RESUME, Action.RETRY) and p.done_iterations]
+        if pending:
+            unfinished[rung.profile] = len(pending)
+        # what is left to train on this rung (finished runs cost nothing), spread over the slots
+        estimates.append((rung, sum(estimator.timed(plan.jobs).values()) / max(slots, 1)))
+    choice = keep_choice(estimates, budget, unfinished, read_record(results), rows)
+    print("\n" + "\n".join(describe(choice, budget)))
+    if not dry_run:
+        write_record(results, budget, rows, choice.rung)
+    return choice
 
 
 def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: bool) -> dict[str, Any]:
@@ -232,6 +268,15 @@ def plan_left_out(specs: list[RunSpec], left: list[RunSpec], results: Path, data
     mine = {id(s) for s in left}
     return Plan([p for p in both.runs if id(p.spec) in mine], results, dataset_sha256,
                 [j for j in both.jobs if id(j.spec) in mine])
+
+
+def record_left_out(results: Path, left: Plan, hint: str) -> None:
+    """``<results>/.left-out.json``: the runs this invocation left out on purpose (run_all.sh's
+    CPU default), as the reports name missing runs, and the flag that adds them."""
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / LEFT_OUT_FILE, {
+        "runs": sorted({f"{p.spec.experiment}/{p.spec.name} (seed {p.spec.seed})" for p in left.runs}),
+        "hint": hint})
 
 
 def space_needed(plan: Plan) -> int:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import stopping
 from .callbacks import Callback, LoopContext, default_callbacks
 from .experiments import Recipe, RunSpec
 from ..fileio import atomic_torch_save, atomic_write_bytes
@@ -60,6 +61,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
+        stopping.note(signum)
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
@@ -77,7 +79,7 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stopping.handled():  # never SIGINT where it was ignored at start (stopping.py)
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -1,0 +1,151 @@
+"""A time budget chooses the schedule: the longest rung of the ladder (``ladder.yaml``)
+whose estimated training time fits.
+
+All runs of one invocation share one rung, so every comparison is like with like. The
+estimate is the plan's own (each selected model timed here for a few steps, scaled by the
+rung's iterations and evaluations); it moves with load and warm caches, so a rerun must not
+follow it blindly. Rule, in this order:
+
+1. a rung with unfinished runs (a checkpoint to resume, a failed run to retry) among the
+   selected rows in this results folder is kept: Ctrl-C and rerun resume the same runs;
+2. the rung recorded by an earlier invocation with the same budget and the same rows
+   (``<results>/.budget.json``) is kept;
+3. otherwise the longest rung that fits; if none fits, the shortest, trained anyway (the
+   plan says so with its estimate: a default that refuses to run helps nobody).
+
+``--profile`` pins a schedule and wins over a budget.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ..fileio import atomic_write_json
+
+LADDER_FILE = Path(__file__).with_name("ladder.yaml")
+REPO = Path(__file__).resolve().parents[2]
+BUDGET_FILE = ".budget.json"
+_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+class BudgetError(ValueError):
+    """A budget that is not a positive duration."""
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in ``90s``, ``45m``, ``2h``, ``1h30m`` (a bare number is minutes)."""
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        t += "m"
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
+    if not parts or "".join(n + u for n, u in parts) != t or len({u for _, u in parts}) != len(parts):
+        raise BudgetError(f"--budget {text!r}: expected a duration such as 90s, 45m, 2h or 1h30m")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise BudgetError(f"--budget {text!r}: must be more than zero")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Rung:
+    profile: str
+    fraction: str            # of the paper's 64k iterations: "1/64" ... "1"
+    reference: str | None = None  # committed run folders of this rung, relative to the repository
+
+    @property
+    def caption(self) -> str:
+        return "the paper's schedule" if self.fraction == "1" else f"{self.fraction} of the paper's schedule"
+
+
+def load_ladder(path: Path = LADDER_FILE) -> list[Rung]:
+    return [Rung(r["profile"], str(r["fraction"]), r.get("reference")) for r in yaml.safe_load(path.read_text())]
+
+
+def rung_of(profile: str | None) -> Rung | None:
+    return next((r for r in load_ladder() if r.profile == profile), None)
+
+
+@dataclass(frozen=True)
+class Choice:
+    rung: Rung
+    estimate_s: float
+    fits: bool
+    next_rung: Rung | None = None
+    next_estimate_s: float | None = None
+    kept: str | None = None  # why an earlier invocation's rung was kept
+
+
+def choose_rung(estimates: Sequence[tuple[Rung, float]], budget_s: float) -> Choice:
+    """The longest rung (``estimates`` is shortest first) whose estimate fits the budget; the
+    shortest, marked as not fitting, when none does. Pure: no clock, no files."""
+    fitting = [i for i, (_, s) in enumerate(estimates) if s <= budget_s]
+    i = fitting[-1] if fitting else 0
+    nxt = estimates[i + 1] if i + 1 < len(estimates) else None
+    return Choice(estimates[i][0], estimates[i][1], bool(fitting), nxt[0] if nxt else None, nxt[1] if nxt else None)
+
+
+def keep_choice(estimates: Sequence[tuple[Rung, float]], budget_s: float, unfinished: dict[str, int],
+                recorded: dict[str, Any] | None, rows: list[str]) -> Choice:
+    """The rule of the module docstring: unfinished runs, then the recorded choice, then
+    ``choose_rung``. ``unfinished``: profile -> number of selected runs with work to resume."""
+    by_profile = {r.profile: (i, r, s) for i, (r, s) in enumerate(estimates)}
+    kept, why = None, None
+    if unfinished:
+        profile = max(unfinished, key=lambda p: by_profile[p][0] if p in by_profile else -1)
+        kept, why = profile, f"{unfinished[profile]} unfinished run(s) of this rung in the results folder resume"
+    elif recorded and recorded.get("budget_s") == budget_s and recorded.get("rows") == rows:
+        kept, why = recorded.get("profile"), "chosen for this budget and these rows by an earlier invocation"
+    if kept in by_profile:
+        i, rung, s = by_profile[kept]
+        nxt = estimates[i + 1] if i + 1 < len(estimates) else None
+        return Choice(rung, s, s <= budget_s, nxt[0] if nxt else None, nxt[1] if nxt else None, why)
+    return choose_rung(estimates, budget_s)
+
+
+def read_record(results: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((results / BUDGET_FILE).read_text())
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_record(results: Path, budget_s: float, rows: list[str], rung: Rung) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / BUDGET_FILE, {"budget_s": budget_s, "rows": rows, "profile": rung.profile})
+
+
+def known_to_show(rung: Rung) -> str:
+    """Which of the paper's claims this rung showed, from its committed reference runs
+    (computed with claims.py), or that none is committed."""
+    ref = REPO / rung.reference if rung.reference else None
+    if ref is None or not ref.is_dir():
+        return "no committed measurement of this rung yet"
+    from ..reporting.claims import UNCHECKED, claims_for
+
+    claims, notes = claims_for(ref)
+    shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
+    return f"{shown or 'nothing checkable'} (committed reference {rung.reference})"
+
+
+def describe(choice: Choice, budget_s: float) -> list[str]:
+    from .runner import fmt_time
+
+    lines = [f"BUDGET {fmt_time(budget_s)}: rung {choice.rung.profile} ({choice.rung.caption}), estimated "
+             f"{fmt_time(choice.estimate_s)} of training here"]
+    if choice.kept:
+        lines[0] += f"; kept: {choice.kept}"
+    if not choice.fits:
+        lines.append(f"  even the shortest rung does not fit the budget (estimate {fmt_time(choice.estimate_s)}); "
+                     "training it anyway")
+    if choice.next_rung is not None and choice.next_estimate_s is not None:
+        lines.append(f"  next rung {choice.next_rung.profile} ({choice.next_rung.caption}) would take about "
+                     f"{fmt_time(choice.next_estimate_s)}")
+    lines.append(f"  this rung is known to show: {known_to_show(choice.rung)}")
+    return lines

@@ -1,0 +1,93 @@
+"""One stop policy for every command, from the first line of ``__main__`` to the end.
+
+- **SIGINT (Ctrl-C) and SIGTERM mean the same**: stop, keeping everything finished and
+  writing nothing half (every write is atomic). Exit status 130 after SIGINT, 143 after
+  SIGTERM (128 + the signal's number, as a shell reports a process killed by it), with one
+  line that says so, never a traceback.
+- **Before training**, a signal raises ``Stopped`` (a ``KeyboardInterrupt``) wherever the
+  main thread is (imports, data loading, the plan, reports); ``__main__.main`` catches it.
+- **From the plan on**, the runner's handlers only set flags, acted on at safe points
+  (``runs/executors.DriverStop``), and a training run checkpoints at its next iteration
+  (``runs/train.StopRequest``); a second signal stops at once.
+- **SIGINT ignored at start stays ignored.** A job started in the background by a
+  non-interactive shell (``./run_all.sh &``, ``nohup``) inherits SIGINT as ignored; Python
+  then installs no KeyboardInterrupt handler, and neither does this suite, at any moment:
+  such a job is stopped with SIGTERM (``kill``, ``timeout``), as POSIX shells intend.
+
+``handled()`` is the list of signals every handler in the suite installs itself for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+# Read once, at the first import (the first lines of __main__): was SIGINT ignored when the
+# process started? Python leaves an inherited SIG_IGN in place; so do we.
+SIGINT_IGNORED = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+received: int | None = None  # the first stop signal this process got, if any
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived before the runner took over; ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def handled() -> tuple[int, ...]:
+    """The signals that mean "stop" in this process: SIGTERM, and SIGINT unless it was
+    ignored when the process started."""
+    return (signal.SIGTERM,) if SIGINT_IGNORED else (signal.SIGINT, signal.SIGTERM)
+
+
+def note(signum: int) -> None:
+    """Every handler of the suite records the first signal (for the exit status)."""
+    global received
+    if received is None:
+        received = signum
+
+
+def _raise(signum: int, frame: Any) -> None:
+    note(signum)
+    raise Stopped(signum)
+
+
+def install() -> None:
+    """The default from the first line of ``__main__``: a stop signal raises ``Stopped``."""
+    for sig in handled():
+        signal.signal(sig, _raise)
+
+
+def quiet() -> None:
+    """After ``main`` returned: the process is on its way out with its status; a late signal
+    must not print a traceback from the interpreter's shutdown."""
+    for sig in handled():
+        signal.signal(sig, lambda signum, frame: note(signum))
+
+
+def exit_status(default: int = 130) -> int:
+    return EXIT_STATUS.get(received, default) if received is not None else default
+
+
+def message(what: str = "") -> str:
+    name = signal.Signals(received).name if received is not None else "SIGINT"
+    return (f"{name}: stopped{' ' + what if what else ''}; nothing finished was lost and nothing was left half "
+            "written; interrupted runs resume from their last checkpoint on the next invocation")
+
+
+def pause_for_test(moment: str) -> None:
+    """Tests only: with ``RESNET_EXP_TEST_PAUSE=<moment>`` set, say ``[moment] <moment>`` and
+    wait there (up to 120 s) until a stop signal arrives, so a test can signal the process
+    at exactly that moment without depending on the clock. A no-op otherwise."""
+    if os.environ.get("RESNET_EXP_TEST_PAUSE") != moment:
+        return
+    print(f"[moment] {moment}", flush=True)
+    deadline = time.monotonic() + 120
+    while received is None and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -1,0 +1,87 @@
+"""A time budget chooses the rung (runs/budget.py): a table of timings and budgets, no clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from resnet_exp.runs.budget import (BudgetError, Rung, choose_rung, keep_choice, load_ladder, parse_budget,
+                                    read_record, write_record)
+from resnet_exp.runs.experiments import load_profiles
+
+REPO = Path(__file__).resolve().parents[1]
+LADDER = load_ladder()
+MIN = 60.0
+
+
+def estimates(*minutes: float) -> list[tuple[Rung, float]]:
+    return [(rung, m * MIN) for rung, m in zip(LADDER, minutes)]
+
+
+def test_the_ladder_is_the_papers_recipe_compressed():
+    profiles = load_profiles()
+    assert [r.fraction for r in LADDER] == ["1/64", "1/32", "1/16", "1/8", "1/4", "1/2", "1"]
+    paper = profiles["paper"]
+    for rung in LADDER:
+        r = profiles[rung.profile]
+        n = int(paper.iterations * Fraction(rung.fraction))
+        assert r.iterations == n and list(r.milestones) == [n // 2, n * 3 // 4]
+        assert len(range(r.eval_every, n + 1, r.eval_every)) >= 15  # at least 15 evaluations a curve
+        assert r.model_dump(exclude={"iterations", "milestones", "eval_every"}) == \
+            paper.model_dump(exclude={"iterations", "milestones", "eval_every"})
+
+
+# (estimated minutes of each rung, shortest first; budget in minutes) -> the rung chosen, does it fit
+@pytest.mark.parametrize("minutes,budget,chosen,fits", [
+    ((20, 40, 80, 160, 320, 640, 1280), 45, "quick", True),      # 1/32 fits, 1/16 does not
+    ((20, 40, 80, 160, 320, 640, 1280), 40, "quick", True),      # exactly the budget fits
+    ((20, 40, 80, 160, 320, 640, 1280), 39.9, "quick64", True),
+    ((30, 60, 120, 240, 480, 960, 1920), 45, "quick64", True),   # a 1.5x slower machine: one rung down
+    ((20, 40, 80, 160, 320, 640, 1280), 5000, "paper", True),    # everything fits: the paper's schedule
+    ((1, 2, 4, 8, 16, 32, 64), 10, "quick8", True),              # a GPU: Figure 6 in 10 minutes
+    ((20, 40, 80, 160, 320, 640, 1280), 10, "quick64", False),   # nothing fits: the shortest, said so
+])
+def test_the_longest_rung_that_fits(minutes, budget, chosen, fits):
+    c = choose_rung(estimates(*minutes), budget * MIN)
+    assert (c.rung.profile, c.fits) == (chosen, fits)
+    i = [r.profile for r in LADDER].index(chosen)
+    assert c.estimate_s == minutes[i] * MIN
+    if i + 1 < len(LADDER):
+        assert c.next_rung == LADDER[i + 1] and c.next_estimate_s == minutes[i + 1] * MIN
+
+
+def test_a_rerun_keeps_its_rung_when_the_estimate_moves(tmp_path):
+    rows = ["figure1/plain20-s1", "figure1/plain56-s1"]
+    fast, slow = estimates(20, 40, 80, 160, 320, 640, 1280), estimates(30, 60, 120, 240, 480, 960, 1920)
+    first = keep_choice(fast, 45 * MIN, {}, read_record(tmp_path), rows)
+    assert first.rung.profile == "quick" and first.kept is None
+    write_record(tmp_path, 45 * MIN, rows, first.rung)
+    # interrupted, then rerun on a busier machine: the estimate no longer fits, the rung stays
+    again = keep_choice(slow, 45 * MIN, {"quick": 1}, read_record(tmp_path), rows)
+    assert again.rung.profile == "quick" and "unfinished" in again.kept and not again.fits
+    # finished; rerun with the same budget and rows: still the recorded rung (nothing new trains)
+    again = keep_choice(slow, 45 * MIN, {}, read_record(tmp_path), rows)
+    assert again.rung.profile == "quick" and "earlier invocation" in again.kept
+    # another budget, or other rows, choose afresh
+    assert keep_choice(slow, 200 * MIN, {}, read_record(tmp_path), rows).rung.profile == "quick16"
+    assert keep_choice(slow, 45 * MIN, {}, read_record(tmp_path), rows[:1]).kept is None
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("45m", 2700), ("2h", 7200), ("1h30m", 5400), ("45", 2700),
+                                          ("1.5h", 5400)])
+def test_budgets_parse(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-5m", "abc", "0m", "5x", "1m1m", ""])
+def test_bad_budgets_are_refused_in_one_line(text):
+    with pytest.raises(BudgetError):
+        parse_budget(text)
+    out = subprocess.run([sys.executable, "-m", "resnet_exp", "run", "experiments/figure1.yaml", f"--budget={text}",
+                          "--check"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--budget" in out.stderr
+    assert "Traceback" not in out.stderr
