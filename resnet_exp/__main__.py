@@ -215,6 +215,43 @@ def add_claims_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     c.set_defaults(func=cmd_claims)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    results_folder(args.results)
+    if args.reference:
+        results_folder(args.reference)
+    from .reporting.reference import compare, load_reference, shown
+    from .reporting.results import load_results
+
+    res = load_results(args.results)
+    ref = load_reference(res, args.reference)
+    found = compare(res, ref)
+    if args.json:
+        print(json.dumps({"results": args.results, "reference": shown(ref.results_dir) if ref else None,
+                          "runs": [c.as_dict() for c in found]}, indent=2))
+    elif ref is None:
+        print(f"{args.results}: no committed reference of its schedule on its dataset (runs/ladder.yaml lists "
+              "them; pass one with --reference)")
+    else:
+        print(f"Your runs beside the reference {shown(ref.results_dir)}:")
+        for c in found:
+            print(f"  - {c.sentence()}")
+        if not found:
+            print("  (the reference has no finished run of your rows)")
+    return 0
+
+
+def add_compare_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    c = sub.add_parser("compare", help="your finished runs against the committed reference of the same schedule: "
+                       "within its seed spread or not", formatter_class=fmt,
+                       epilog="example: python -m resnet_exp compare --results results")
+    add_reading_args(c, json=True)
+    c.add_argument("--reference", default=None, help="a reference results folder (default: the committed one "
+                   "of the runs' profile, runs/ladder.yaml)")
+    c.set_defaults(func=cmd_compare)
+
+
 def add_ablations_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     a = sub.add_parser("ablations", help="every ablation row against its baseline: differences with 95 %% "
                        "intervals over seeds, and verdicts", formatter_class=fmt,
@@ -286,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
                                 description="Reproduce the degradation experiment of He et al. (2016).")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_ablations_parser,
+    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_compare_parser, add_ablations_parser,
                 add_bench_parser, add_data_parser, add_device_parser, add_responses_parser,
                 add_make_mini_parser):
         add(sub, fmt)

@@ -148,12 +148,20 @@ def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, sho
     return error
 
 
+def _reference_dirs() -> set[Path]:
+    from ..runs.budget import REPO, load_ladder
+
+    return {(REPO / r.reference).resolve() for r in load_ladder() if r.reference}
+
+
 def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[str, str]) -> Path:
     from .claims import check_claims, claims_html
+    from .reference import compare, compare_html, load_reference
     from .results import load_results, provenance_html
 
     res = load_results(results)
     claims, notes = check_claims(res)
+    ref = load_reference(res) if results.resolve() not in _reference_dirs() else None  # a reference is not compared with itself
     # as the user would type it from where the reports were built (and no machine's path in a committed page)
     shown = results.relative_to(Path.cwd()) if results.is_relative_to(Path.cwd()) else results
     exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
@@ -180,6 +188,10 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <p>Computed from the runs' logs by <code>resnet_exp/reporting/claims.py</code> (also
 <code>python -m resnet_exp claims --results {e(str(shown))}</code>); read them with the warnings above.</p>
 {claims_html(claims, notes)}
+<h2>Your runs beside the reference of the same schedule</h2>
+<p>From <code>resnet_exp/reporting/reference.py</code> (also <code>python -m resnet_exp compare --results
+{e(str(shown))}</code>): each finished run against the committed reference's seeds of the same row.</p>
+{compare_html(compare(res, ref), ref)}
 <h2>The degradation problem in one picture</h2>
 {figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
 <h2>Reports</h2>

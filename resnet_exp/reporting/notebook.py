@@ -25,6 +25,26 @@ def open_report(results_dir: str | Path, experiments_dir: str | Path, experiment
     return res
 
 
+def reference_curves_for(res: Results, names: list[str]) -> dict[str, pd.DataFrame]:
+    """The committed reference's mean curves of these rows, for the same schedule and
+    dataset (``reference.py``), with a line naming the reference and its provenance; {} when
+    there is none (or these results are that reference)."""
+    from .build import _reference_dirs
+    from .reference import load_reference, reference_curves, shown
+
+    if Path(res.results_dir).resolve() in _reference_dirs():
+        return {}
+    ref = load_reference(res)
+    curves = reference_curves(ref, names)
+    if curves and ref is not None:
+        r = ref.runs
+        say(f"*Grey dashed: the committed reference of this schedule ({shown(ref.results_dir)}; torch "
+            f"{', '.join(sorted(set(map(str, r['torch'].dropna()))))}, {', '.join(sorted(set(map(str, r['device'].dropna()))))}, "
+            f"commit {', '.join(sorted(set(map(str, r['git_commit'].dropna()))))}), mean over its seeds. "
+            "`python -m resnet_exp compare` says whether your runs fall within its seed spread.*")
+    return curves
+
+
 def say(text: str) -> None:
     display(Markdown(text))
 

@@ -34,10 +34,12 @@ def label_for(run: pd.Series) -> str:
 
 def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, ...] = ("train", "test"),
               styles: dict[str, dict] | None = None, colors: dict[str, str] | None = None,
-              not_run_hint: str = "") -> list[str]:
+              not_run_hint: str = "", reference: dict[str, pd.DataFrame] | None = None) -> list[str]:
     """Error against iterations for the named rows, paper style. A row with several seeds
     is drawn as their mean with a band from the lowest to the highest seed (min-max). A
     panel with nothing to draw says "not run" inside it, with ``not_run_hint`` (the command).
+    ``reference`` (``reference.reference_curves``): the committed reference's mean curve of a
+    row, drawn thin, grey and dashed beside yours.
 
     Returns the names that have no run (drawn nowhere; the caller lists them)."""
     styles = styles or {"train": dict(linestyle="--", linewidth=1.0), "test": dict(linestyle="-", linewidth=2.2)}
@@ -62,6 +64,12 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
             ax.plot(x, by_it.mean().values, color=color, label=label, **styles[curve])
             if n > 1:
                 ax.fill_between(x, by_it.min().values, by_it.max().values, color=color, alpha=0.15, linewidth=0)
+        if reference and name in reference:
+            ref = reference[name]
+            for curve in curves:
+                ax.plot(ref["iteration"] / 1e4, ref[f"{curve}_error"], color="#888", linewidth=0.9,
+                        linestyle=(0, (4, 2)) if curve == "test" else (0, (1, 2)),
+                        label=f"reference {name} ({int(ref['seeds'].iloc[0])} seeds)" if curve == curves[-1] else None)
         for _, run in runs.iterrows():  # mark where an unfinished run stops
             log = logs[logs["run"] == run["run"]]
             if run["status"] != RunStatus.FINISHED.value and len(log):

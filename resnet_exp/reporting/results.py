@@ -94,7 +94,7 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
         other = runs_df["dataset_sha256"] != sha
         excluded = [f"{r.run} (dataset {str(r.dataset_sha256)[:12]}...)" for r in runs_df[other].itertuples()]
         runs_df = runs_df[~other]
-        dataset = runs_df["_dataset"].iloc[0]
+        dataset = runs_df["_dataset"].iloc[0] if len(runs_df) else None  # none on the dataset asked for
         logs_df = logs_df[logs_df["run"].isin(runs_df["run"])]
     runs_df = runs_df.drop(columns="_dataset").reset_index(drop=True)
     return Results(runs_df, logs_df.reset_index(drop=True), dataset, excluded, results_dir, damaged)

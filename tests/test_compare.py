@@ -1,0 +1,63 @@
+"""Your runs against the reference of the same schedule (reporting/reference.py, `compare`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from resnet_exp.reporting.reference import NO_SPREAD, OUTSIDE, WITHIN, compare, load_reference
+from resnet_exp.reporting.results import load_results
+
+from .fake_runs import write_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference(root: Path) -> Path:
+    ref = root / "reference"
+    for seed, (train, test) in enumerate([(30.0, 31.0), (31.0, 32.0), (32.0, 33.0)], start=1):
+        write_run(ref, "seeds", "plain20", train, test, seed=seed, profile="quick64")
+    write_run(ref, "seeds", "resnet20", 25.0, 26.0, profile="quick64")  # one seed: no spread
+    return ref
+
+
+def test_inside_outside_and_one_seed(tmp_path):
+    ref_dir = reference(tmp_path)
+    mine = tmp_path / "mine"
+    write_run(mine, "figure1", "plain20", 31.5, 32.5, seed=7, profile="quick64")   # inside
+    write_run(mine, "figure6", "resnet20", 24.0, 25.0, seed=7, profile="quick64")
+    res = load_results(mine)
+    found = {c.name: c for c in compare(res, load_reference(res, ref_dir))}
+    assert found["plain20"].verdict == WITHIN and "within the reference's seed spread" in found["plain20"].sentence()
+    # the 95 % prediction interval for one more seed: 32 +- t(0.975, 2) * 1 * sqrt(4/3) = 32 +- 4.97
+    assert abs(found["plain20"].low_test - (32.0 - 4.96827)) < 1e-4
+    assert found["resnet20"].verdict == NO_SPREAD and "+-1.00" not in found["resnet20"].sentence()
+    far = tmp_path / "far"
+    write_run(far, "figure1", "plain20", 45.0, 46.0, seed=7, profile="quick64")
+    res = load_results(far)
+    (c,) = compare(res, load_reference(res, ref_dir))
+    assert c.verdict == OUTSIDE and "What may differ" in c.sentence()
+    # another schedule is never compared with this reference
+    other = tmp_path / "other"
+    write_run(other, "figure1", "plain20", 31.5, 32.5, seed=7, profile="quick")
+    res = load_results(other)
+    assert compare(res, load_reference(res, ref_dir)) == []
+
+
+def test_another_dataset_has_no_reference(tmp_path):
+    ref_dir = reference(tmp_path)
+    mine = tmp_path / "mine"
+    write_run(mine, "figure1", "plain20", 31.5, 32.5, seed=7, profile="quick64", dataset="real")
+    assert load_reference(load_results(mine), ref_dir) is None
+
+
+def test_the_command(tmp_path):
+    ref_dir = reference(tmp_path)
+    mine = tmp_path / "mine"
+    write_run(mine, "figure1", "plain20", 45.0, 46.0, seed=7, profile="quick64")
+    out = subprocess.run([sys.executable, "-m", "resnet_exp", "compare", "--results", str(mine), "--reference",
+                          str(ref_dir), "--json"], cwd=REPO, capture_output=True, text=True, check=True)
+    runs = json.loads(out.stdout)["runs"]
+    assert [r["verdict"] for r in runs] == [OUTSIDE]
