@@ -5,7 +5,11 @@
 # Safe to rerun and to interrupt: finished runs are skipped, interrupted ones resume.
 #
 # Options (defaults in brackets):
-#   --profile paper|quick|smoke   recipe [paper with CUDA, quick without; or $PROFILE]
+#   --budget TIME                 training time you have (90s, 45m, 2h, 1h30m): the longest rung of the
+#                                 ladder (runs/ladder.yaml: 1/64 ... 1 of the paper's schedule) whose
+#                                 estimate here fits [60m on a CPU (README: why), none with CUDA]
+#   --profile NAME                pin a recipe, over any budget: paper, quick, quick64 ... quick2, smoke
+#                                 [paper with CUDA; the budget's rung without]
 #   --data PATH                   a CIFAR-10 folder or archive [$RESNET_EXP_DATA, else data/]
 #   --only NAME ...               only these rows [every row that is not opt-in]
 #   --device auto|cpu|cuda        [auto]
@@ -27,6 +31,7 @@
 # Examples:
 #   ./run_all.sh                                   # the default for this machine
 #   ./run_all.sh --profile smoke                   # a few minutes: checks the plumbing
+#   ./run_all.sh --budget 2h                       # the longest schedule that trains in 2 hours here
 #   ./run_all.sh --gpus all --runs-per-gpu 4       # every GPU, 4 runs on each
 #   ./run_all.sh --executor ray --ray-address auto # a Ray cluster (see README)
 set -euo pipefail
@@ -47,6 +52,10 @@ die() { echo "run_all.sh: $1" >&2; echo "run ./run_all.sh --help for the options
 value() { [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1 needs a value"; printf '%s' "$2"; }
 
 PROFILE="${PROFILE:-}"
+BUDGET=""
+# The CPU default's budget for training: with set-up, decoding the data and the reports (about
+# 15 min on a 2-core machine, 25 on a 1.5x slower one) the whole default ends within 90 min.
+DEFAULT_CPU_BUDGET=60m
 DATA="${RESNET_EXP_DATA:-}"
 RESULTS=""
 OUT="reports"
@@ -60,6 +69,7 @@ CPU_ROWS=(plain20 plain56 resnet20 resnet56)
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) PROFILE="$(value "$@")"; shift 2 ;;
+        --budget) BUDGET="$(value "$@")"; shift 2 ;;
         --data) DATA="$(value "$@")"; shift 2 ;;
         --results) RESULTS="$(value "$@")"; shift 2 ;;
         --out) OUT="$(value "$@")"; shift 2 ;;
@@ -84,7 +94,7 @@ STEP="the checks"
 
 # every experiment row checked first, before torch or the data are touched: a mistake shows at once
 ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
-"$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} > /dev/null || {
+"$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} > /dev/null || {
     s=$?; [ "$s" -ge 128 ] && exit "$s"; exit 2; }  # 130/143: stopped; else a bad row, the message says which
 
 # 2. the job: everything with CUDA; on a CPU, the CPU_ROWS of figure1 and figure6 (what fits
@@ -98,10 +108,11 @@ if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
 else
     FILES=("${ALL_FILES[@]:0:2}"); LEFT=("${ALL_FILES[@]:1}"); ONLY=(--only "${CPU_ROWS[@]}")
 fi
-if [ -z "$PROFILE" ]; then
-    PROFILE="$([ "$CUDA" = 1 ] && echo paper || echo quick)"
+if [ -z "$PROFILE" ] && [ -z "$BUDGET" ]; then
+    if [ "$CUDA" = 1 ]; then PROFILE=paper; elif [ "$ALL" = 1 ]; then PROFILE=quick; else BUDGET="$DEFAULT_CPU_BUDGET"; fi
 fi
-echo "[run_all] profile: $PROFILE; experiments: ${FILES[*]}${ONLY[@]+ (rows: ${ONLY[*]:1})}"
+[ -n "$PROFILE" ] && BUDGET=""  # a profile pins the schedule, over any budget
+echo "[run_all] ${PROFILE:+profile: $PROFILE}${BUDGET:+budget: $BUDGET of training (the plan picks the rung)}; experiments: ${FILES[*]}${ONLY[@]+ (rows: ${ONLY[*]:1})}"
 
 STEP="data"
 # 3. data: the real CIFAR-10 (data/ or torchvision's download), else the bundled mini subset
@@ -136,7 +147,8 @@ trap 'INTERRUPTED=130' INT
 trap 'INTERRUPTED=143' TERM
 INTERRUPTED=0
 status=0
-"$PY" -m resnet_exp run "${FILES[@]}" --profile "$PROFILE" --results "$RESULTS" ${DATA:+--data "$DATA"} \
+"$PY" -m resnet_exp run "${FILES[@]}" ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} \
+    --results "$RESULTS" ${DATA:+--data "$DATA"} \
     ${ONLY[@]+"${ONLY[@]}"} ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} \
     ${PASS[@]+"${PASS[@]}"} $([ "$DRY" = 1 ] && echo --dry-run) || status=$?
 trap 'stopped SIGINT 130' INT

@@ -35,6 +35,18 @@ from .train import device_name, make_optimizer, make_train_step
 WARMUP_ITERS = 5
 
 
+def gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    """This machine's fp32 GEMM rate with torch's threads, GFLOP/s (n x n matmuls, 2 n^3 FLOPs
+    each): the figure to quote beside any wall time, since machines of one kind differ."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    k, t0 = 0, time.perf_counter()
+    while k < 3 or time.perf_counter() - t0 < seconds:
+        a @ b
+        k += 1
+    return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9
+
+
 def _images(data: str | None, n_train: int = 50_000) -> tuple[torch.Tensor, torch.Tensor, str]:
     from ..data.cifar10 import DatasetError, load_cifar10
 
