@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -87,7 +88,7 @@ def pause_for_test(moment: str) -> None:
     at exactly that moment without depending on the clock. A no-op otherwise."""
     if os.environ.get("RESNET_EXP_TEST_PAUSE") != moment:
         return
-    print(f"[moment] {moment}", flush=True)
+    print(f"[moment] {moment}", file=sys.stderr, flush=True)  # stderr: seen even where stdout is not
     deadline = time.monotonic() + 120
     while received is None and time.monotonic() < deadline:
         time.sleep(0.05)

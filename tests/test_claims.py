@@ -4,6 +4,7 @@ folders whose numbers are known."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from resnet_exp.__main__ import main
 from resnet_exp.reporting.claims import FAILS, HOLDS, NOISE, UNCHECKED, claims_for
 
 from .fake_runs import write_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def verdicts(results) -> dict[str, str]:
@@ -146,3 +149,21 @@ def test_the_index_page_shows_the_claims_first_and_leaves_the_cwd_alone(tmp_path
     assert page.index("WARNING") < page.index("Which of the paper's claims held") < page.index("Reports</h2>")
     assert "python -m resnet_exp claims --results r</code>" in page and str(tmp_path) not in page
     assert "plain56 20.00 &gt; plain20 10.00" in page
+
+
+def test_runs_left_out_on_purpose_are_counted_apart_from_missing_ones(tmp_path):
+    """run_all.sh's CPU default leaves figure6's other depths out on purpose: the page says how
+    many and which flag adds them, and lists only the runs that are really missing."""
+    import json
+
+    from resnet_exp.reporting.results import load_results, provenance_html
+    from resnet_exp.runs.rundir import LEFT_OUT_FILE
+
+    r = tmp_path / "r"
+    write_run(r, "figure6", "plain20", 30.0, 31.0)
+    (r / LEFT_OUT_FILE).write_text(json.dumps({"runs": [f"figure6/plain{d} (seed 1)" for d in (32, 44)],
+                                               "hint": "./run_all.sh --all"}))
+    page = provenance_html(load_results(r), [REPO / "experiments" / "figure6.yaml"])
+    assert "2 more left out on purpose by this machine's default" in page and "./run_all.sh --all" in page
+    missing = page.split("Missing runs")[1].split("</td>")[0]
+    assert "figure6/plain56 (seed 1)" in missing and "figure6/plain32 (seed 1)" not in missing

@@ -93,6 +93,10 @@ def test_every_report_renders_in_every_state(built_reports, tmp_path, state):
     if state in ("empty", "one-finished"):
         assert "No finished run has layer signals yet" in signals and "signals.csv" in signals
         assert "C8" in page and "cannot be checked" in signals
+    if state == "only-plain":  # Figure 6's ResNet panels say "not run" with the command, on the page
+        figure6 = (tmp_path / "out" / "figure6.html").read_text()
+        assert "ResNet-110 and ResNet-1202: not run" in figure6
+        assert "python -m resnet_exp run experiments/figure6.yaml --only resnet110 resnet1202" in figure6
     if state == "one-finished":
         assert "Finished runs without signals.csv" in signals and "trained before signals were recorded" in signals
     if state == "damaged":

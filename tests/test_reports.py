@@ -53,6 +53,7 @@ def test_every_report_is_written_with_provenance(built_reports):
     assert (out / "figure6" / "figure6.png").exists() and (out / "table6" / "table6.csv").exists()
     figure6 = (out / "figure6.html").read_text()
     assert "Unfinished runs" in figure6 and "resnet56 (seed 1): interrupted" in figure6
+    assert "log axis" in (out / "figure7.html").read_text()  # plain-56's std must not squash the ResNets
     signals = (out / "signals.html").read_text()  # the pairs side by side, C8 judged, a sentence per net
     assert (out / "signals" / "signals-plain20-resnet20.png").exists() and (out / "signals" / "signals-first-last.png").exists()
     assert re.search(r"The paper's claim \(C8\) (holds|does not hold) on these runs", signals)

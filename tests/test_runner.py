@@ -273,3 +273,18 @@ rows:
     assert _cli(args + ["--results", "clean"], tmp_path).wait() == 0
     clean = read_log(next((tmp_path / "clean").glob("t/*")))
     assert deterministic(read_log(run_dir)) == deterministic(clean)
+
+
+@pytest.mark.parametrize("name,match", [("x" * 300, "is 300 bytes long, at most 200"),
+                                        ("a/b", "becomes a folder name"), ("-x", "becomes a folder name"),
+                                        ("plain net", "becomes a folder name")])
+def test_names_that_cannot_be_folders_are_refused_at_check(tmp_path, name, match):
+    f = write_experiment(tmp_path / "names.yaml", f"rows:\n  - {{model: resnet20, name: '{name}'}}\n")
+    out = subprocess.run([sys.executable, "-m", "resnet_exp", "run", str(f), "--check", "--results",
+                          str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and match in out.stderr and "key 'name'" in out.stderr and "names.yaml" in out.stderr
+    assert out.stderr.count("\n") == 1 and not (tmp_path / "results").exists()
+    # a sweep that makes a run name too long is refused the same way
+    f.write_text(f"rows:\n  - {{model: resnet20, name: {'y' * 195}, sweep: {{lr: [0.05, 0.1]}}}}\n")
+    with pytest.raises(ExperimentError, match="the run name is 2.. bytes long"):
+        load_experiment(f, "smoke")

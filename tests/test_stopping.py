@@ -163,10 +163,12 @@ def test_a_background_job_keeps_sigint_ignored_and_stops_on_sigterm(setup, tmp_p
     assert any('"interrupted"' in m for m in metas)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_run_all_stops_cleanly_during_set_up(sig):
-    child = spawn(["--profile", "smoke", "--dry-run"], "setup", program=str(REPO / "run_all.sh"))
-    child.expect_exact("[moment] setup")
+@pytest.mark.parametrize("sig,moment,step", [(signal.SIGINT, "setup", "set-up"), (signal.SIGTERM, "setup", "set-up"),
+                                             (signal.SIGINT, "imports", "the checks")])
+def test_run_all_stops_cleanly_during_set_up(sig, moment, step):
+    """Set-up (bash) and the first Python step (the row check, while it imports its modules)."""
+    child = spawn(["--profile", "smoke", "--dry-run"], moment, program=str(REPO / "run_all.sh"))
+    child.expect_exact(f"[moment] {moment}")
     if sig == signal.SIGINT:
         child.sendintr()
     else:
@@ -174,4 +176,4 @@ def test_run_all_stops_cleanly_during_set_up(sig):
     status, out = finish(child)
     clean(out)
     assert status == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], out[-2000:]
-    assert f"stopped by {sig.name} during set-up" in out
+    assert f"stopped by {sig.name} during {step}" in out

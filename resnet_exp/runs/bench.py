@@ -144,6 +144,9 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
     batch_size = recipe.batch_size
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     x, y, source = _images(data)
+    gemm = gemm_gflops() if dev.type == "cpu" else None  # the figure to quote beside any CPU wall time
+    if gemm:
+        print(f"bench: this machine's fp32 GEMM rate: {gemm:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
     print(f"bench: {iters} timed iterations (after {WARMUP_ITERS} warm-up), profile {profile} "
           f"(batch {batch_size}, {recipe.precision}), "
           f"device {device_name(dev)}, textbook DataLoader workers {workers}; images: {source}")
@@ -159,7 +162,7 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
         print(f"| {name:<10} | {row['device'][:28]:<28} | {ours:>10.0f} | {textbook:>14.0f} | {row['ratio']:>6.2f} |",
               flush=True)
     _write_results(out or f"benchmarks/results/bench-{dev.type}.json", rows, iters=iters, profile=profile,
-                   batch_size=batch_size, workers=workers, images=source)
+                   batch_size=batch_size, workers=workers, images=source, gemm_gflops=gemm and round(gemm, 1))
     return rows
 
 
