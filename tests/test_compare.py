@@ -61,3 +61,18 @@ def test_the_command(tmp_path):
                           str(ref_dir), "--json"], cwd=REPO, capture_output=True, text=True, check=True)
     runs = json.loads(out.stdout)["runs"]
     assert [r["verdict"] for r in runs] == [OUTSIDE]
+
+
+def test_a_published_reference_keeps_finished_runs_and_no_machine_paths(tmp_path):
+    from resnet_exp.runs.rundir import RunDir, publish_results
+
+    src = tmp_path / "src"
+    run = write_run(src, "figure1", "plain20", 30.0, 31.0)
+    meta = run.read_meta()
+    meta["dataset"]["path"] = "/home/someone/data/cifar10-jpeg-q75.tar.gz"
+    run.write_meta(meta)
+    unfinished = write_run(src, "figure1", "plain56", 60.0, 61.0)
+    unfinished.update_meta(status="interrupted")
+    assert publish_results(src, tmp_path / "dst", only_finished=True) == 1
+    (copy,) = RunDir.all_in(tmp_path / "dst")
+    assert copy.read_meta()["dataset"]["path"] == "cifar10-jpeg-q75.tar.gz" and copy.check().ok

@@ -161,7 +161,8 @@ def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[
 
     res = load_results(results)
     claims, notes = check_claims(res)
-    ref = load_reference(res) if results.resolve() not in _reference_dirs() else None  # a reference is not compared with itself
+    is_reference = results.resolve() in _reference_dirs()  # a reference is not compared with itself
+    ref = None if is_reference else load_reference(res)
     # as the user would type it from where the reports were built (and no machine's path in a committed page)
     shown = results.relative_to(Path.cwd()) if results.is_relative_to(Path.cwd()) else results
     exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
@@ -191,7 +192,8 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <h2>Your runs beside the reference of the same schedule</h2>
 <p>From <code>resnet_exp/reporting/reference.py</code> (also <code>python -m resnet_exp compare --results
 {e(str(shown))}</code>): each finished run against the committed reference's seeds of the same row.</p>
-{compare_html(compare(res, ref), ref)}
+{'<p>These are the committed reference runs of their schedule: others are compared with them.</p>'
+ if is_reference else compare_html(compare(res, ref), ref)}
 <h2>The degradation problem in one picture</h2>
 {figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
 <h2>Reports</h2>

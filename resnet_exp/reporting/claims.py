@@ -261,8 +261,8 @@ def c8_signals(nets: dict[str, Net], res: Results) -> Claim:
     from .signals import BACKWARD_FACTOR, HOW_TO_GET, RESPONSE_FLOOR, judge_all, load_signals
 
     text = ("Sec. 4.1: in the plain nets trained with BN, neither forward nor backward signals vanish (every "
-            f"layer's response std >= {RESPONSE_FLOOR}; no layer's relative update gradient/weight norm "
-            f"{BACKWARD_FACTOR:.0f}x below the largest layer's, at every recorded point after initialisation).")
+            f"layer's response std >= {RESPONSE_FLOOR}; no conv layer's relative update gradient/weight norm "
+            f"{BACKWARD_FACTOR:.0f}x below the largest one's, at every recorded point after initialisation).")
     plain = [n for n in nets if n.startswith("plain")]
     twins = [n.replace("plain", "resnet") for n in plain if n.replace("plain", "resnet") in nets]
     signals = load_signals(res, plain + twins)
@@ -286,8 +286,7 @@ def c8_signals(nets: dict[str, Net], res: Results) -> Claim:
     if twin_text:
         evidence += ". ResNet twins, for comparison: " + "; ".join(twin_text)
     if facts:
-        evidence += (". At initialisation (a fact, not part of the verdict): " + "; ".join(facts) +
-                     ", raw gradient norms")
+        evidence += ". At initialisation (raw gradient norms; a fact, not part of the verdict): " + "; ".join(facts)
     return Claim("C8", text, combine(parts), evidence, [n for n in plain if n not in by_name])
 
 

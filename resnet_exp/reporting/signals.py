@@ -9,9 +9,11 @@ nets' recorded signals, with two rules fixed here, before anyone looks at a resu
   (its BN output over the probe batch) is at least ``RESPONSE_FLOOR`` = 0.01: two orders of
   magnitude below the unit std that BN gives every layer at initialisation. A vanishing
   forward signal is one that has shrunk by that much.
-- **backward**: at every recorded point after initialisation, no layer's *relative update*
-  (gradient norm / weight norm) is smaller than the largest layer's by more than
-  ``BACKWARD_FACTOR`` = 100 (two orders of magnitude).
+- **backward**: at every recorded point after initialisation, no BN-normalised layer's
+  *relative update* (gradient norm / weight norm) is smaller than the largest one's by more
+  than ``BACKWARD_FACTOR`` = 100 (two orders of magnitude). The BN-normalised layers are every
+  conv; the classifier (the last layer, fc) is not followed by BN, so the argument below
+  does not apply to it: it is reported (in the sentences and figures), not judged.
 
 Why the relative update and not the raw gradient norm: under BN a conv's output does not
 depend on the scale of its weights (BN divides it out), so the loss gradient with respect
@@ -154,9 +156,10 @@ class Judgement:
         parts = [f"{self.name}: weakest forward signal {std:.3g} ({_short(layer)}, iteration {it:,}; floor "
                  f"{RESPONSE_FLOOR})"]
         if self.worst_relative:
-            parts.append(f"relative updates within {self.worst_relative.show()} (limit {BACKWARD_FACTOR:.0f}x)")
+            parts.append(f"conv layers' relative updates within {self.worst_relative.show()} "
+                         f"(limit {BACKWARD_FACTOR:.0f}x)")
         if self.worst_raw:
-            parts.append(f"raw gradient norms within {self.worst_raw.show()}")
+            parts.append(f"their raw gradient norms within {self.worst_raw.show()}")
         return ", ".join(parts)
 
     def init_fact(self) -> str | None:
@@ -167,17 +170,23 @@ class Judgement:
         return f"{self.name}: first block's gradient norm {r:,.3g}x the last block's ({way})"
 
 
+def normalised_layers(run: pd.DataFrame) -> pd.DataFrame:
+    """The layers under BN: all but the classifier (the last layer, which no BN follows)."""
+    return run[run["layer"] < run["layer"].max()] if run["layer"].nunique() > 1 else run
+
+
 def judge_run(run: pd.DataFrame) -> Judgement | None:
     """Both rules of C8 on one run's signals; None without a point after initialisation."""
     after = run[run["iteration"] > 0]
     if not len(after):
         return None
+    convs = normalised_layers(run)
     weakest = after.loc[after["response_std"].idxmin()]
     init = run[run["iteration"] == 0]
     ratio = first_last_ratio(init) if len(init) else None
     return Judgement(str(run["run"].iloc[0]), str(run["name"].iloc[0]),
                      (float(weakest["response_std"]), int(weakest["iteration"]), str(weakest["layer_name"])),
-                     worst_spread(run, "relative_update"), worst_spread(run, "grad_norm"),
+                     worst_spread(convs, "relative_update"), worst_spread(convs, "grad_norm"),
                      spread_at(init, "grad_norm") if len(init) else None,
                      float(ratio["ratio"].iloc[0]) if ratio is not None and len(ratio) else None)
 

@@ -346,17 +346,25 @@ class RunDir:
         return IdentityLock(self.results, identity)
 
 
-def publish_results(source: str | Path, dest: str | Path) -> int:
-    """Copy every run folder's results (meta.json, log.csv, model.pt, signals.csv, ...; no checkpoint, lock
-    or temporary file) from one results tree to another: what a committed reference
-    reproduction keeps. Returns the number of runs copied."""
+def publish_results(source: str | Path, dest: str | Path, only_finished: bool = False) -> int:
+    """Copy every run folder's results (meta.json, log.csv, model.pt, signals.csv, ...; no
+    checkpoint, lock or temporary file) from one results tree to another: what a committed
+    reference reproduction keeps. The dataset's path in meta.json keeps only its file name
+    (the sha256 identifies it; no machine's folders in a committed file). Returns the number
+    of runs copied."""
     n = 0
     for run in RunDir.all_in(source):
+        if only_finished and run.status() != RunStatus.FINISHED:
+            continue
         target = RunDir.for_run(dest, run.experiment, run.name)
         target.path.mkdir(parents=True, exist_ok=True)
-        for f in (run.meta_path, run.log_path, run.model_path, run.mean_path, run.responses_path, run.signals_path):
+        for f in (run.log_path, run.model_path, run.mean_path, run.responses_path, run.signals_path):
             if f.exists():
                 shutil.copy2(f, target.path / f.name)
+        meta = run.read_meta() or {}
+        if isinstance((meta.get("dataset") or {}).get("path"), str):
+            meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
+        target.write_meta(meta)
         n += 1
     return n
 
