@@ -3,6 +3,9 @@
 # (figure1, figure6, ablations, table6 on a GPU; plain-20/56 and ResNet-20/56 on a CPU),
 # build the HTML reports, print which of the paper's claims held and the index's path.
 # Safe to rerun and to interrupt: finished runs are skipped, interrupted ones resume.
+# Stop it with Ctrl-C, or SIGTERM to its process group (kill -TERM -- -PGID, timeout(1)): the
+# same at every moment, exit 130 / 143. Started in the background (&, nohup), SIGINT stays
+# ignored: use SIGTERM (README, "Stopping").
 #
 # Options (defaults in brackets):
 #   --budget TIME                 training time you have (90s, 45m, 2h, 1h30m): the longest rung of the
