@@ -15,7 +15,7 @@ from resnet_exp.runs import train as train_module
 from resnet_exp.runs.callbacks import Callback, default_callbacks
 from resnet_exp.runs.experiments import load_experiment
 from resnet_exp.runs.rundir import RunDir
-from resnet_exp.runs.signals import LayerProbe, probe_indices, read_signals, signal_points
+from resnet_exp.runs.signals import LayerProbe, probe_indices, probe_size_for, read_signals, signal_points
 from resnet_exp.runs.train import RunInterrupted, train_run
 
 from .conftest import write_experiment
@@ -64,6 +64,7 @@ def test_points_and_probe_are_fixed():
     assert signal_points(24, 6) == [0, 6, 10, 12, 18, 24]
     assert torch.equal(probe_indices(50_000), probe_indices(50_000))  # the same images for every run
     assert len(probe_indices(100)) == 100
+    assert probe_size_for(128) == 256 and probe_size_for(16) == 32 and probe_size_for(512) == 256
 
 
 def test_recording_does_not_change_the_training(tiny, uninterrupted):
@@ -85,7 +86,7 @@ def test_signals_csv_holds_every_layer_at_every_point(uninterrupted):
     assert first == names and first[0] == "conv1.weight" and first[-1] == "fc.weight"
     assert all(r["grad_norm"] > 0 and r["weight_norm"] > 0 and r["response_std"] > 0 for r in rows)
     assert meta["files"]["signals.csv"] and run.check().ok
-    assert meta["signals"]["probe_images"] == 200 and meta["signals"]["from_iteration"] == 0
+    assert meta["signals"]["probe_images"] == 32 and meta["signals"]["from_iteration"] == 0  # 2 batches of 16
 
 
 @pytest.mark.parametrize("stop_at", [8, 11])  # mid-interval; just before a point that is also a checkpoint

@@ -38,6 +38,7 @@ class LoopContext:
     device: torch.device
     iterations: int
     eval_every: int
+    batch_size: int
     start: int          # the first iteration this process trains (0, or the checkpoint's)
     meta: dict[str, Any]  # meta.json as the loop will write it; a callback may add its own key
 

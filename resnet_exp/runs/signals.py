@@ -17,9 +17,11 @@ What, for every conv and fc layer in depth order (``named_parameters`` order, na
 
 When: at iterations 0, 10, 50, 100, 200 (the picture moves fastest early on) and at every
 evaluation point, the state after that many steps. Where: on one fixed probe batch of
-``PROBE_SIZE`` training images, the same for every run and every point (chosen by
-``PROBE_SEED`` from the training split, not augmented), BN in training mode (batch
-statistics, as the training step sees them), fp32.
+``PROBE_SIZE`` = 256 training images (two of the paper's batches; two batches of the recipe
+when its batch is smaller, so a measurement costs about two training steps whatever the
+recipe), the same for every run and every point (chosen by ``PROBE_SEED`` from the training
+split, not augmented), BN in training mode (batch statistics, as the training step sees
+them), fp32.
 
 The measurement does not change the training (tested: the logs with and without it are
 identical): it draws nothing from the data stream's or torch's global RNG (the probe's own
@@ -121,16 +123,22 @@ class LayerProbe:
         return dict(zip(("grad_norm", "weight_norm", "response_std"), values))
 
 
+def probe_size_for(batch_size: int) -> int:
+    """Two of the recipe's batches, at most ``PROBE_SIZE``: 256 for the paper's batch of 128."""
+    return min(PROBE_SIZE, 2 * batch_size)
+
+
 class SignalRecorder(Callback):
     """Writes ``signals.csv`` (see the module's docstring)."""
 
-    def __init__(self, probe_size: int = PROBE_SIZE, probe_seed: int = PROBE_SEED) -> None:
+    def __init__(self, probe_size: int | None = None, probe_seed: int = PROBE_SEED) -> None:
         self.probe_size, self.probe_seed = probe_size, probe_seed
         self.lines: list[str] = []
         self.points: set[int] = set()
 
     def on_start(self, ctx: LoopContext) -> None:
-        idx = probe_indices(len(ctx.splits.train_y), self.probe_size, self.probe_seed).to(ctx.splits.train_y.device)
+        size = self.probe_size or probe_size_for(ctx.batch_size)
+        idx = probe_indices(len(ctx.splits.train_y), size, self.probe_seed).to(ctx.splits.train_y.device)
         self.x, self.y = ctx.splits.train_x[idx], ctx.splits.train_y[idx]
         self.probe = LayerProbe(ctx.model)
         self.points = set(signal_points(ctx.iterations, ctx.eval_every))

@@ -214,7 +214,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
             "status": RunStatus.RUNNING.value, "iteration": start}
     meta.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     callbacks = default_callbacks() if callbacks is None else callbacks
-    ctx = LoopContext(run, model, splits, device, r.iterations, r.eval_every, start, meta)
+    ctx = LoopContext(run, model, splits, device, r.iterations, r.eval_every, r.batch_size, start, meta)
     for cb in callbacks:
         cb.on_start(ctx)
     # one entry per process that trained this run: a resume history, and proof of "trained once"
