@@ -47,11 +47,22 @@ def handled() -> tuple[int, ...]:
     return (signal.SIGTERM,) if SIGINT_IGNORED else (signal.SIGINT, signal.SIGTERM)
 
 
-def note(signum: int) -> None:
-    """Every handler of the suite records the first signal (for the exit status)."""
-    global received
+_first_at: float | None = None
+# timeout(1) sends its SIGTERM to the command and then to the command's whole process group,
+# so the command gets it twice at once: a repeat this soon after the first is the same request,
+# not the "second signal: stop at once" a person means by pressing Ctrl-C again.
+REPEAT_WINDOW_S = 1.0
+
+
+def note(signum: int) -> bool:
+    """Every handler of the suite records the first signal (for the exit status). Returns
+    True for a new request: the first signal, or one more than REPEAT_WINDOW_S after it."""
+    global received, _first_at
+    now = time.monotonic()
     if received is None:
-        received = signum
+        received, _first_at = signum, now
+        return True
+    return _first_at is None or now - _first_at > REPEAT_WINDOW_S
 
 
 def _raise(signum: int, frame: Any) -> None:

@@ -79,6 +79,7 @@ def test_a_second_ctrl_c_stops_at_once(tiny_tar, tmp_path):
     proc = _start(tiny_tar, tmp_path)
     _wait_training(tmp_path / "r", proc)
     os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1.5)  # a person's second press, not a repeat of the same one (stopping.REPEAT_WINDOW_S)
     os.killpg(proc.pid, signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out

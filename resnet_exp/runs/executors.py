@@ -84,7 +84,8 @@ class DriverStop:
         through a message. Main thread only (Python delivers signals there); nested uses
         restore each other."""
         def handler(signum: int, frame: Any) -> None:
-            stopping.note(signum)
+            if not stopping.note(signum):  # the same request again (timeout(1) sends it twice)
+                return
             if self.signalled:
                 second()
             self.signalled = True

@@ -61,7 +61,8 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        stopping.note(signum)
+        if not stopping.note(signum):  # the same request again (timeout(1) sends it twice)
+            return
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
