@@ -12,8 +12,8 @@ import torch
 from resnet_exp.models import build_model
 from resnet_exp.runs.bench import gemm_gflops
 from resnet_exp.runs.experiments import load_profiles
+from resnet_exp.runs.runner import time_per_step
 from resnet_exp.runs.signals import PROBE_SIZE, LayerProbe, signal_points
-from resnet_exp.runs.train import make_optimizer, make_train_step
 
 
 def seconds(f, repeat: int) -> float:
@@ -34,13 +34,10 @@ def main() -> None:
     profiles = load_profiles()
     for name in args.models:
         model = build_model(name).to(memory_format=torch.channels_last)
-        step = make_train_step(model, make_optimizer(model, profiles["paper"], torch.device("cpu")))
-        x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (128,))
         px = torch.randn(PROBE_SIZE, 3, 32, 32).contiguous(memory_format=torch.channels_last)
         py = torch.randint(0, 10, (PROBE_SIZE,))
         probe = LayerProbe(model)
-        t_step = seconds(lambda: step(x, y)[0].item(), 5)
+        t_step = time_per_step(name, 128, torch.device("cpu"), budget_s=5.0)  # what the plan's estimate times
         t_probe = seconds(lambda: probe.measure(model, px, py), 3)
         shares = []
         for profile in ("quick64", "quick", "paper"):

@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 # Read once, at the first import (the first lines of __main__): was SIGINT ignored when the
 # process started? Python leaves an inherited SIG_IGN in place; so do we.
@@ -63,6 +65,33 @@ def note(signum: int) -> bool:
         received, _first_at = signum, now
         return True
     return _first_at is None or now - _first_at > REPEAT_WINDOW_S
+
+
+@contextlib.contextmanager
+def handling(first: Callable[[int], None], again: Callable[[int], None]) -> Iterator[None]:
+    """While inside, the stop signals (``handled()``) call ``first`` for a new request and
+    ``again`` for a later one (a repeat within REPEAT_WINDOW_S is ignored); the previous
+    handlers come back after. Main thread only (Python delivers signals there): elsewhere a
+    no-op. The runner's flag and the training loop's checkpoint both stop through this."""
+    requested = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal requested
+        if not note(signum):  # the same request again
+            return
+        if requested:
+            again(signum)
+        else:
+            requested = True
+            first(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in handled()} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _raise(signum: int, frame: Any) -> None:

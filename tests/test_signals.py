@@ -15,7 +15,7 @@ from resnet_exp.runs import train as train_module
 from resnet_exp.runs.callbacks import Callback, default_callbacks
 from resnet_exp.runs.experiments import load_experiment
 from resnet_exp.runs.rundir import RunDir
-from resnet_exp.runs.signals import LayerProbe, probe_indices, probe_size_for, read_signals, signal_points
+from resnet_exp.runs.signals import LayerProbe, probe_indices, probe_size_for, signal_points
 from resnet_exp.runs.train import RunInterrupted, train_run
 
 from .conftest import write_experiment
@@ -79,7 +79,7 @@ def test_recording_does_not_change_the_training(tiny, uninterrupted):
 
 def test_signals_csv_holds_every_layer_at_every_point(uninterrupted):
     run, meta = uninterrupted
-    rows = read_signals(run)
+    rows = run.read_signals()
     names = [n for n, p in build_model("plain8").named_parameters() if p.dim() > 1]  # convs and fc
     assert sorted({r["iteration"] for r in rows}) == signal_points(24, 6)
     first = [r["name"] for r in rows if r["iteration"] == 0]
@@ -98,7 +98,7 @@ def test_a_resumed_run_records_the_same_signals(tiny, uninterrupted, stop_at, mo
         train(tiny, f"resumed-{stop_at}", callbacks=[*default_callbacks(), StopAt(stop_at, stop)], stop_file=stop)
     run = RunDir(root / f"resumed-{stop_at}" / tiny[1].name)
     assert run.has_checkpoint() and run.check().ok
-    assert max(r["iteration"] for r in read_signals(run)) < stop_at + 1
+    assert max(r["iteration"] for r in run.read_signals()) < stop_at + 1
     stop.unlink()
     run, meta = train(tiny, f"resumed-{stop_at}")
     whole = uninterrupted[0]

@@ -148,21 +148,15 @@ def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, sho
     return error
 
 
-def _reference_dirs() -> set[Path]:
-    from ..runs.budget import REPO, load_ladder
-
-    return {(REPO / r.reference).resolve() for r in load_ladder() if r.reference}
-
-
 def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[str, str]) -> Path:
     from .claims import check_claims, claims_html
-    from .reference import compare, compare_html, load_reference
+    from .reference import compare, compare_html, is_reference, load_reference
     from .results import load_results, provenance_html
 
     res = load_results(results)
     claims, notes = check_claims(res)
-    is_reference = results.resolve() in _reference_dirs()  # a reference is not compared with itself
-    ref = None if is_reference else load_reference(res)
+    is_ref = is_reference(results)  # a reference is not compared with itself
+    ref = None if is_ref else load_reference(res)
     # as the user would type it from where the reports were built (and no machine's path in a committed page)
     shown = results.relative_to(Path.cwd()) if results.is_relative_to(Path.cwd()) else results
     exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
@@ -193,7 +187,7 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <p>From <code>resnet_exp/reporting/reference.py</code> (also <code>python -m resnet_exp compare --results
 {e(str(shown))}</code>): each finished run against the committed reference's seeds of the same row.</p>
 {'<p>These are the committed reference runs of their schedule: others are compared with them.</p>'
- if is_reference else compare_html(compare(res, ref), ref)}
+ if is_ref else compare_html(compare(res, ref), ref)}
 <h2>The degradation problem in one picture</h2>
 {figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
 <h2>Reports</h2>

@@ -29,10 +29,9 @@ def reference_curves_for(res: Results, names: list[str]) -> dict[str, pd.DataFra
     """The committed reference's mean curves of these rows, for the same schedule and
     dataset (``reference.py``), with a line naming the reference and its provenance; {} when
     there is none (or these results are that reference)."""
-    from .build import _reference_dirs
-    from .reference import load_reference, reference_curves, shown
+    from .reference import is_reference, load_reference, reference_curves, shown
 
-    if Path(res.results_dir).resolve() in _reference_dirs():
+    if is_reference(res.results_dir):
         return {}
     ref = load_reference(res)
     curves = reference_curves(ref, names)

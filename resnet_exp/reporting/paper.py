@@ -25,15 +25,26 @@ DEPTH_COLORS = {20: "#e6a817", 32: "#1f9bd7", 44: "#2ca02c", 56: "#d62728", 110:
                 1202: "#8c4fc4"}
 
 # What a report made from a profile other than the paper's must say at its top.
+def profile_warning(profile: str) -> str:
+    """What a report made from a profile other than the paper's says at its top: the written
+    text below, else, for a rung of the budget ladder (runs/ladder.yaml), one made from it."""
+    if profile in PROFILE_WARNINGS:
+        return PROFILE_WARNINGS[profile]
+    from ..runs.budget import rung_of
+    from ..runs.experiments import load_profiles
+
+    rung, recipe = rung_of(profile), load_profiles().get(profile)
+    if rung is None or recipe is None:
+        return f"{profile} profile: not the paper's recipe; not comparable with the paper's numbers."
+    return (f"{profile} profile: the paper's recipe compressed to {rung.caption} ({recipe.iterations:,} iterations "
+            "instead of 64,000, lr drops at 1/2 and 3/4 of the run); not comparable with the paper's numbers. "
+            "Orderings and gaps between networks are what it shows.")
+
+
 PROFILE_WARNINGS = {
     "quick": "quick profile: the paper's recipe compressed to a 1/32 schedule (2,000 iterations instead of "
              "64,000, lr drops at 1,000 and 1,500); not comparable with the paper's numbers. Orderings and gaps "
              "between networks are what it shows.",
-    **{p: f"{p} profile: the paper's recipe compressed to {f} of the paper's schedule ({n:,} iterations instead of "
-          f"64,000, lr drops at 1/2 and 3/4 of the run); not comparable with the paper's numbers. Orderings and "
-          "gaps between networks are what it shows."
-       for p, f, n in (("quick64", "1/64", 1000), ("quick16", "1/16", 4000), ("quick8", "1/8", 8000),
-                       ("quick4", "1/4", 16000), ("quick2", "1/2", 32000))},
     "first2k": "first2k profile: the paper's first 2,000 iterations (lr 0.1 throughout, no drop); an early "
                "snapshot of the paper's curves, not final errors.",
     "smoke": "smoke profile: a few dozen iterations on a small subset, to check the plumbing; the numbers "

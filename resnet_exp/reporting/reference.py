@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from ..runs.budget import REPO, rung_of
+from ..runs.budget import REPO, load_ladder, rung_of
 from ..runs.rundir import RunStatus
 from .results import Results, load_results, unique_runs
 
@@ -33,6 +33,12 @@ def shown(path: str | Path) -> str:
     """A path as a reader of a committed page should see it: relative to the repository."""
     p = Path(path).resolve()
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
+def is_reference(results_dir: str | Path) -> bool:
+    """Is this results folder one of the committed references (never compared with itself)?"""
+    refs = {(REPO / r.reference).resolve() for r in load_ladder() if r.reference}
+    return Path(results_dir).resolve() in refs
 
 
 def reference_dir(profile: str | None) -> Path | None:

@@ -18,8 +18,8 @@ import pandas as pd
 from ..runs.experiments import ExperimentError, load_experiment
 from ..models import parse_model_name
 from ..runs.rundir import RETRAIN_HINT, RunDir, RunStatus
-from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, PROFILE_WARNINGS, REIMPLEMENTATION_TEST_ERROR, TABLE6_MEAN_STD,
-                    TABLE6_NOTES, TABLE6_TEST_ERROR)
+from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_MEAN_STD,
+                    TABLE6_NOTES, TABLE6_TEST_ERROR, profile_warning)
 
 
 @dataclass
@@ -247,8 +247,7 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
                         "anything.")
     for profile in dict.fromkeys(runs["profile"].dropna()):
         if profile != "paper":
-            warnings.append(PROFILE_WARNINGS.get(profile, f"{profile} profile: not the paper's recipe; not "
-                                                           "comparable with the paper's numbers."))
+            warnings.append(profile_warning(profile))
     if not ds:
         warnings.append("No runs yet in the results folder: nothing can be drawn. Train with ./run_all.sh "
                         "(or python -m resnet_exp run ...) and build the reports again.")

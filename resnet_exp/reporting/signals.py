@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..runs.rundir import RunDir, RunStatus
-from ..runs.signals import read_signals
 from .results import Results, unique_runs
 
 RESPONSE_FLOOR = 0.01
@@ -57,7 +56,7 @@ def load_signals(res: Results, names: list[str] | None = None) -> pd.DataFrame:
         runs = runs[runs["name"].isin(names)]
     frames = []
     for r in unique_runs(runs).itertuples() if len(runs) else []:
-        rows = read_signals(RunDir(res.results_dir / r.run))
+        rows = RunDir(res.results_dir / r.run).read_signals()
         if rows:
             d = pd.DataFrame(rows).rename(columns={"name": "layer_name"})
             frames.append(d.assign(run=r.run, name=r.name, family=r.family, depth=r.depth, seed=r.seed))

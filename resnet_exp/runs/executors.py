@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -83,20 +82,11 @@ class DriverStop:
         arbitrary point can be swallowed by library code, or land inside a queue read halfway
         through a message. Main thread only (Python delivers signals there); nested uses
         restore each other."""
-        def handler(signum: int, frame: Any) -> None:
-            if not stopping.note(signum):  # the same request again (timeout(1) sends it twice)
-                return
-            if self.signalled:
-                second()
+        def first(signum: int) -> None:
             self.signalled = True
 
-        previous = {sig: signal.signal(sig, handler) for sig in stopping.handled()} \
-            if threading.current_thread() is threading.main_thread() else {}
-        try:
+        with stopping.handling(first, lambda signum: second()):
             yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     def clear(self) -> None:
         try:

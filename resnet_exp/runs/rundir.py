@@ -208,6 +208,17 @@ class RunDir:
         writer.writerows(rows)
         atomic_write_text(self.log_path, buf.getvalue())
 
+    def read_signals(self) -> list[dict[str, Any]]:
+        """signals.csv's rows as numbers (runs/signals.py writes it); empty when there is none
+        or it does not parse."""
+        try:
+            with open(self.signals_path, newline="") as f:
+                return [{"iteration": int(r["iteration"]), "layer": int(r["layer"]), "name": r["name"],
+                         **{k: float(r[k]) for k in ("grad_norm", "weight_norm", "response_std")}}
+                        for r in csv.DictReader(f)]
+        except (OSError, KeyError, ValueError, TypeError, csv.Error):
+            return []
+
     def last_logged_iteration(self) -> int:
         rows = self.read_log()
         try:

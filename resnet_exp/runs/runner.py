@@ -231,10 +231,10 @@ def pick_rung(files: list[str], only: list[str] | None, include_opt_in: bool, bu
     """The budget's rung (budget.py): every rung planned and estimated for the selected rows
     (each model timed once: the estimate of a rung is what is left to train on it), then the
     rule that keeps a rerun on its rung; printed."""
-    estimates, unfinished, rows = [], {}, []
+    estimates, unfinished, rows = [], {}, None
     for rung in load_ladder():
         specs = select_runs(files, rung.profile, only, include_opt_in)
-        rows = sorted({f"{s.experiment}/{s.name}-s{s.seed}" for s in specs})
+        rows = rows or sorted({f"{s.experiment}/{s.name}-s{s.seed}" for s in specs})  # the same on every rung
         plan = make_plan(specs, results, dataset_sha256)
         pending = [p for p in plan.runs if p.action in (Action.RESUME, Action.RETRY) and p.done_iterations]
         if pending:

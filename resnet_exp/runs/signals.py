@@ -36,7 +36,6 @@ run's. A finished run records the file's sha256 like log.csv's (``RunDir.check``
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from typing import Any
 
@@ -185,14 +184,3 @@ def _iteration(line: str) -> int:
         return int(line.split(",", 1)[0])
     except ValueError:
         return -1
-
-
-def read_signals(run: RunDir) -> list[dict[str, Any]]:
-    """signals.csv's rows as numbers (empty when there is none or it does not parse)."""
-    try:
-        with open(run.signals_path, newline="") as f:
-            return [{"iteration": int(r["iteration"]), "layer": int(r["layer"]), "name": r["name"],
-                     **{k: float(r[k]) for k in ("grad_norm", "weight_norm", "response_std")}}
-                    for r in csv.DictReader(f)]
-    except (OSError, KeyError, ValueError, TypeError, csv.Error):
-        return []

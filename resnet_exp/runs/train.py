@@ -11,6 +11,7 @@ the resumed log is identical to an uninterrupted one. A second signal stops at o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -19,7 +20,6 @@ import os
 import platform
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -58,12 +58,10 @@ class StopRequest:
         self.stop_file = Path(stop_file) if stop_file else None
         self._requested = False
         self._next_poll = 0.0
-        self._previous: dict[int, Any] = {}
+        self._handling = contextlib.ExitStack()
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if not stopping.note(signum):  # the same request again (timeout(1) sends it twice)
-            return
-        if self._requested:
+    def _first(self, signum: int) -> None:
+        if self._requested:  # already stopping (the driver's stop file): a signal now means "at once"
             raise KeyboardInterrupt
         self._requested = True
         print(f"\n{signal.Signals(signum).name}: stopping at the next iteration with a checkpoint "
@@ -78,15 +76,17 @@ class StopRequest:
                 self._requested = self.stop_file.exists()
         return self._requested
 
+    @staticmethod
+    def _again(signum: int) -> None:
+        raise KeyboardInterrupt
+
     def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in stopping.handled():  # never SIGINT where it was ignored at start (stopping.py)
-                self._previous[sig] = signal.signal(sig, self._handle)
+        # never SIGINT where it was ignored at start; a repeat within a second is the same request
+        self._handling.enter_context(stopping.handling(self._first, self._again))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._handling.close()
 
 
 def lr_at(iteration: int, recipe: Recipe, warming_up: bool) -> float:
