@@ -28,6 +28,8 @@
 #   --gpus all|0,1,3              pool on GPUs [none]
 #   --runs-per-gpu K              runs sharing a GPU (pool, ray) [1]
 #   --ray-address auto|ADDR       an existing Ray cluster [a local Ray instance]
+#   --ray-storage auto|shared|driver  where runs write: a shared results folder, or the
+#                                 driver's (files back through Ray) [auto: shared if every node sees it]
 #   --cpus-per-run C              Ray: CPUs each run reserves [1]
 #   --threads N                   torch threads per run [CPUs / runs at a time]
 #
@@ -76,7 +78,7 @@ while [ $# -gt 0 ]; do
         --data) DATA="$(value "$@")"; shift 2 ;;
         --results) RESULTS="$(value "$@")"; shift 2 ;;
         --out) OUT="$(value "$@")"; shift 2 ;;
-        --device|--workers|--gpus|--runs-per-gpu|--ray-address|--cpus-per-run|--threads)
+        --device|--workers|--gpus|--runs-per-gpu|--ray-address|--ray-storage|--cpus-per-run|--threads)
             PASS+=("$1" "$(value "$@")"); shift 2 ;;
         --executor) v="$(value "$@")"; PASS+=(--executor "$v"); [ "$v" = ray ] && EXTRAS=ray; shift 2 ;;
         --include-opt-in|--retrain-damaged) PASS+=("$1"); shift ;;

@@ -55,8 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runs.runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
-                            ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
-                            threads=args.threads)
+                            ray_address=args.ray_address, ray_storage=args.ray_storage,
+                            cpus_per_run=args.cpus_per_run, threads=args.threads)
     return run_experiments(args.experiments, profile=args.profile, only=args.only, data=args.data,
                            results=args.results, device=args.device, include_opt_in=args.include_opt_in,
                            dry_run=args.dry_run, executor=choice, left_out=args.left_out,
@@ -183,6 +183,10 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing each GPU (pool and ray)")
     r.add_argument("--ray-address", default=None,
                    help="ray: none starts a local instance; 'auto' or ray://host:port joins a cluster")
+    r.add_argument("--ray-storage", default="auto", choices=["auto", "shared", "driver"],
+                   help="ray: shared: every node reads and writes the results folder (a shared filesystem); "
+                        "driver: runs train in node-local scratch and their files come back to the driver "
+                        "through Ray; auto: shared where every node sees the results folder and the data")
     r.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs each run reserves")
     r.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: the CPUs divided by the runs at a time); on the CPU "

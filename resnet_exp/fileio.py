@@ -1,7 +1,13 @@
-"""Atomic writes: a crash or kill -9 never leaves a half-written file (locks: runs/rundir.py)."""
+"""Atomic writes: a crash or kill -9 never leaves a half-written file (locks: runs/rundir.py).
+
+Every file a run writes goes through ``atomic_write_bytes``; ``observing_writes`` lets a
+caller see each write once it is complete (the Ray executor sends a run's files back to
+the driver that way when the nodes share no filesystem: ``runs/ray_storage.py``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -9,9 +15,23 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
+
+WriteObserver = Callable[[Path, bytes], None]
+_observers: list[WriteObserver] = []
+
+
+@contextlib.contextmanager
+def observing_writes(observer: WriteObserver) -> Iterator[None]:
+    """While inside, ``observer(path, data)`` is called after each atomic write is in place,
+    in the order of the writes; an exception it raises is the write's."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -30,6 +50,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    for observer in list(_observers):
+        observer(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -2,12 +2,14 @@
 
 - ``num_gpus = 1 / runs_per_gpu``: fractional, so K runs share one GPU; ``num_cpus``
   per run; ``max_retries``: a run whose worker process or node dies is retried, and
-  resumes from its checkpoint (the results folder is shared).
+  resumes from its checkpoint (in the shared results folder, or the copy the driver holds).
 - No address: a local Ray instance; ``auto`` or ``ray://host:port``: an existing cluster.
-- Every node must see the results folder and the data at the same path (the usual
-  cluster set-up: a shared filesystem). Before anything trains, a probe task on every
-  node reads a token the driver wrote and writes one back; a node that cannot is named
-  in a clear error.
+- Storage. Before anything trains, a probe task on every node reads a token the driver
+  wrote in the results folder, writes one back, and looks for the data. Where every node
+  can (a shared filesystem mounted alike), runs read and write the results folder
+  directly. Where one cannot (cloud VMs, KubeRay pods, workstations joined with ``ray
+  start``), the driver keeps the results folder and the runs' files come back through
+  Ray (``ray_storage.py``). ``storage`` forces one or the other; the plan says which.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..fileio import human_bytes
 from .executors import DriverStop, ProgressBoard
 from .plan import Job
+from .ray_storage import DriverFiles, dataset_payload, node_where, train_on_node
 from .rundir import RunStatus
 from .worker import NO_SPACE, Outcome, WorkerContext, run_job
+
+STORAGES = ("auto", "shared", "driver")
 
 
 class RayUnavailable(ValueError):
@@ -40,12 +46,8 @@ def _import_ray() -> Any:
 
 def _ray_task(job: Job, ctx: WorkerContext) -> Outcome:
     """The body of one Ray task (module-level, so workers import it by name)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    gpus = [str(g) for g in ray.get_gpu_ids()]
-    where = {"executor": "ray", "node": node, "host": platform.node(), "gpu": ",".join(gpus) or None}
-    print(f"[start] {job.spec.label} on {platform.node()}, node {node[:12]}", flush=True)
+    where = node_where()
+    print(f"[start] {job.spec.label} on {platform.node()}, node {where['node'][:12]}", flush=True)
     return run_job(job, ctx, where)
 
 
@@ -62,8 +64,18 @@ def _probe(probe: str, token: str, paths: list[str]) -> dict[str, Any]:
     return {"node": node, "host": platform.node(), "sees_results": sees, "missing": missing}
 
 
-def check_shared_storage(ray: Any, results: Path, paths: list[str]) -> list[dict[str, Any]]:
-    """Every alive node sees ``results`` (both ways) and ``paths``; RayUnavailable if not."""
+@dataclasses.dataclass
+class StorageProbe:
+    nodes: list[dict[str, Any]]   # one reply per alive node
+    problems: list[str]           # what some node cannot see; empty: the storage is shared
+
+    @property
+    def shared(self) -> bool:
+        return not self.problems
+
+
+def probe_storage(ray: Any, results: Path, paths: list[str]) -> StorageProbe:
+    """Does every alive node see ``results`` (both ways) and ``paths``?"""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token = uuid.uuid4().hex
@@ -83,23 +95,38 @@ def check_shared_storage(ray: Any, results: Path, paths: list[str]) -> list[dict
                                 "(or the driver cannot see what it wrote there)")
             if r["missing"]:
                 problems.append(f"node {r['node'][:12]} on {r['host']} cannot see {', '.join(r['missing'])}")
-        if problems:
-            raise RayUnavailable("the Ray cluster cannot run these runs:\n  - " + "\n  - ".join(problems) +
-                                 "\nEvery node must see the results folder and the data (--data, data/) at the "
-                                 "same path: put them on a shared filesystem (NFS, Lustre, ...) mounted alike "
-                                 "on every node, and pass absolute paths.")
-        return replies
+        return StorageProbe(replies, problems)
     finally:
         for f in probe.parent.glob(f"{token}*"):
             f.unlink(missing_ok=True)
 
 
+def describe_sent(outcomes: list[Outcome]) -> str:
+    """What came back to the driver, by file: the README's "what travels" measured."""
+    by_file: dict[str, list[int]] = {}
+    runs, waited = 0, 0.0
+    for o in outcomes:
+        if sent := o.where.get("sent"):
+            runs, waited = runs + 1, waited + o.where.get("sending_s", 0.0)
+            for name, (writes, nbytes) in sent.items():
+                total = by_file.setdefault(name, [0, 0])
+                total[0], total[1] = total[0] + writes, total[1] + nbytes
+    whole = sum(b for _, b in by_file.values())
+    parts = ", ".join(f"{name} {human_bytes(b)} in {w} write{'s' * (w != 1)}"
+                      for name, (w, b) in sorted(by_file.items(), key=lambda kv: -kv[1][1]))
+    return (f"[ray] back to the driver from {runs} run(s): {human_bytes(whole)}" + (f" ({parts})" if parts else "") +
+            f"; the runs waited {waited:.1f} s for it")
+
+
 class RayExecutor:
     def __init__(self, address: str | None = None, runs_per_gpu: int = 1, cpus_per_run: float = 1,
-                 threads: int | None = None, progress: bool = True, max_retries: int = 3) -> None:
+                 threads: int | None = None, progress: bool = True, max_retries: int = 3,
+                 storage: str = "auto") -> None:
+        if storage not in STORAGES:
+            raise RayUnavailable(f"--ray-storage {storage!r}: choose one of {', '.join(STORAGES)}")
         self.address, self.runs_per_gpu, self.cpus_per_run = address, runs_per_gpu, cpus_per_run
         self.threads = threads or max(1, int(cpus_per_run))
-        self.max_retries, self.progress = max_retries, progress
+        self.max_retries, self.progress, self.storage = max_retries, progress, storage
 
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         ray = _import_ray()
@@ -113,22 +140,66 @@ class RayExecutor:
         try:
             results = jobs[0].run.results if jobs else Path(".")
             shared = [p for p in (ctx.data, ctx.data_dir) if p]
-            nodes = check_shared_storage(ray, results, [p for p in shared if Path(p).exists()])
+            probe = probe_storage(ray, results, [p for p in shared if Path(p).exists()])
             use_gpu = ray.cluster_resources().get("GPU", 0) > 0 and ctx.device != "cpu"
-            print(f"[ray] {len(nodes)} node(s): {', '.join(sorted({n['host'] for n in nodes}))}; "
+            print(f"[ray] {len(probe.nodes)} node(s): {', '.join(sorted({n['host'] for n in probe.nodes}))}; "
                   f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; "
                   f"each run: {self.cpus_per_run:g} CPU" + (f", 1/{self.runs_per_gpu} GPU" if use_gpu else ""),
                   flush=True)
-            task = ray.remote(_ray_task).options(
-                num_cpus=self.cpus_per_run, num_gpus=1 / self.runs_per_gpu if use_gpu else 0,
-                max_retries=self.max_retries, retry_exceptions=False)
+            options = dict(num_cpus=self.cpus_per_run, num_gpus=1 / self.runs_per_gpu if use_gpu else 0,
+                           max_retries=self.max_retries, retry_exceptions=False)
             run_ctx = dataclasses.replace(ctx, device="cuda" if use_gpu else "cpu",
                                           threads=self.threads, progress=False)
-            refs = {task.remote(job, run_ctx): i for i, job in enumerate(jobs)}
-            return self._collect(ray, refs, jobs, stop)
+            if not self._driver_keeps_files(ray, probe, results):
+                task = ray.remote(_ray_task).options(**options)
+                return self._collect(ray, {task.remote(job, run_ctx): i for i, job in enumerate(jobs)}, jobs, stop)
+            outcomes = self._collect(ray, self._submit_with_driver_storage(ray, jobs, run_ctx, options), jobs, stop)
+            print(describe_sent(outcomes), flush=True)
+            return outcomes
         finally:
             if started_here:
                 ray.shutdown()
+
+    def _driver_keeps_files(self, ray: Any, probe: StorageProbe, results: Path) -> bool:
+        """Shared storage, or the driver's (said, with the reason); RayUnavailable where the
+        choice cannot work."""
+        found = "\n  - ".join(probe.problems)
+        if self.storage == "shared" and not probe.shared:
+            raise RayUnavailable(f"--ray-storage shared, but:\n  - {found}\nMount the results folder and the data "
+                                 "alike on every node (NFS, Lustre, ...) and pass absolute paths, or let the driver "
+                                 "keep the files: --ray-storage auto (or driver)")
+        if self.storage == "shared" or (self.storage == "auto" and probe.shared):
+            print(f"[ray] storage: shared (every node sees {results} and the data): runs write there directly",
+                  flush=True)
+            return False
+        if ray.util.client.ray.is_connected():
+            raise RayUnavailable("the driver keeps the results folder when the nodes do not share one, which "
+                                 "needs the driver on a cluster node: a ray:// client cannot host it. Run the "
+                                 "command on the head node (or one joined with `ray start`) with --ray-address auto")
+        why = f"some node cannot see it:\n  - {found}" if probe.problems else "--ray-storage driver"
+        print(f"[ray] storage: the driver's ({why})\n[ray] each run trains in node-local scratch; its files come "
+              f"back to {results} through Ray as they are written; the data goes to each node once through the "
+              "object store", flush=True)
+        return True
+
+    def _submit_with_driver_storage(self, ray: Any, jobs: list[Job], ctx: WorkerContext,
+                                    options: dict[str, Any]) -> dict[Any, int]:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from ..data.cifar10 import load_cifar10
+
+        payload = dataset_payload(load_cifar10(ctx.data, data_dir=ctx.data_dir, download=False, verbose=False))
+        if payload["provenance"]["sha256"] != ctx.dataset_sha256:
+            raise RayUnavailable("the dataset changed on disk since the plan was made; run the command again")
+        nbytes = sum(a.nbytes for a in payload["arrays"].values())
+        print(f"[ray] data: {nbytes / 2**20:.0f} MB of decoded tensors in the object store "
+              f"(sha256 {ctx.dataset_sha256[:12]}...)", flush=True)
+        data_ref = ray.put(payload)
+        # The actor lives and dies with this driver, on its node: the results folder is here.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        store = ray.remote(DriverFiles).options(num_cpus=0, scheduling_strategy=here).remote(ctx.stop_file)
+        task = ray.remote(train_on_node).options(**options)
+        return {task.remote(job, ctx, store, data_ref): i for i, job in enumerate(jobs)}
 
     def _collect(self, ray: Any, refs: dict[Any, int], jobs: list[Job], stop: DriverStop) -> list[Outcome]:
         board = ProgressBoard(jobs, self.progress)

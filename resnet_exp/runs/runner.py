@@ -123,6 +123,7 @@ class ExecutorChoice:
     gpus: str | None = None
     runs_per_gpu: int = 1
     ray_address: str | None = None
+    ray_storage: str = "auto"   # ray: "shared", "driver" (files back through Ray) or "auto" (ray_storage.py)
     cpus_per_run: float = 1
     threads: int | None = None  # torch threads per run; None: the CPUs split between the slots
 
@@ -131,7 +132,8 @@ class ExecutorChoice:
         if self.kind == "ray":
             from .ray_executor import RayExecutor
 
-            return RayExecutor(self.ray_address, self.runs_per_gpu, self.cpus_per_run, self.threads, progress), 0
+            return RayExecutor(self.ray_address, self.runs_per_gpu, self.cpus_per_run, self.threads, progress,
+                               storage=self.ray_storage), 0
         if self.kind == "pool" or self.gpus or self.workers > 1:
             if self.gpus:
                 slots = gpu_slots(self.gpus, self.runs_per_gpu, self.threads)

@@ -2,9 +2,12 @@
 in a pool process, or in a Ray task on another machine):
 
     take the identity's lock (or report "locked": another process trains it)
-    -> if the identity finished meanwhile (another driver), copy it
-    -> load the data (the driver has cached it) and train or resume
-    -> copy the finished run to the plan's other folders for the same identity
+    -> claim_folder: if the identity finished meanwhile (another driver), copy it
+    -> train_job: load the data (the driver has cached it) and train or resume
+    -> copy_finished: to the plan's other folders for the same identity
+
+A Ray node that cannot see the driver's results folder does the same in two places: the
+driver's side takes the lock, claims and copies; the node trains (ray_storage.py).
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ _DATA: dict[tuple[str | None, str], Cifar10] = {}
 _SPLITS: dict[tuple, DeviceSplits] = {}
 
 
+def provide_dataset(ctx: WorkerContext, ds: Cifar10) -> None:
+    """Give this worker process the dataset instead of loading it from ``ctx.data`` (a Ray
+    node that cannot see the driver's files gets it through the object store)."""
+    _DATA[(ctx.data, ctx.data_dir)] = ds
+
+
 def splits_for(job: Job, ctx: WorkerContext, device: torch.device) -> tuple[DeviceSplits, dict[str, Any]]:
     """The job's data on the device, loaded once per worker process."""
     key = (ctx.data, ctx.data_dir)
@@ -79,32 +88,54 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
     """Carry out one job; never raises for a failed run (the suite goes on), only for a
     second Ctrl-C (KeyboardInterrupt), after marking the run interrupted."""
     where = {"host": platform.node(), "pid": os.getpid(), **(where or {})}
-    if ctx.threads:
-        torch.set_num_threads(ctx.threads)
-    device = torch.device(ctx.device)
     if ctx.stop_file and os.path.exists(ctx.stop_file):  # stopped before this job began: leave it untouched
         return Outcome(job, "not started", where=where)
     lock = job.run.lock(job.identity)
     if not lock.acquire():
         return Outcome(job, "locked", where=where)
     try:
-        # Holding the identity's lock, nobody else writes this folder: what a killed atomic
-        # write left behind (.<name>.<random>.tmp) can go.
-        for orphan in job.run.path.glob(".*.tmp"):
-            orphan.unlink(missing_ok=True)
-        # Another driver may have finished this identity since the plan was made.
-        if (done := finished_by_identity(job.run.results, job.identity).get(job.identity)) is not None:
-            if done != job.run:
-                job.run.copy_from(done, job.spec.config())
-            for copy, spec in job.copies:
-                copy.copy_from(done, spec.config())
-            return Outcome(job, RunStatus.FINISHED.value, job.run.read_meta() or {}, where, reused_from=done.key)
+        if (reused := claim_folder(job, where)) is not None:
+            return reused
+        outcome = train_job(job, ctx, where)
+        if outcome.status == RunStatus.FINISHED.value:
+            copy_finished(job)
+        return outcome
+    finally:
+        lock.release()
+
+
+def claim_folder(job: Job, where: dict[str, Any]) -> Outcome | None:
+    """With the identity's lock held: tidy the folder, and if another driver finished this
+    identity since the plan was made, copy it (an Outcome); None: train it."""
+    # Holding the lock, nobody else writes this folder: what a killed atomic write left
+    # behind (.<name>.<random>.tmp) can go.
+    for orphan in job.run.path.glob(".*.tmp"):
+        orphan.unlink(missing_ok=True)
+    if (done := finished_by_identity(job.run.results, job.identity).get(job.identity)) is None:
+        return None
+    if done != job.run:
+        job.run.copy_from(done, job.spec.config())
+    for copy, spec in job.copies:
+        copy.copy_from(done, spec.config())
+    return Outcome(job, RunStatus.FINISHED.value, job.run.read_meta() or {}, where, reused_from=done.key)
+
+
+def copy_finished(job: Job) -> None:
+    """The finished run, copied to the plan's other folders for the same identity."""
+    for copy, spec in job.copies:
+        copy.copy_from(job.run, spec.config())
+
+
+def train_job(job: Job, ctx: WorkerContext, where: dict[str, Any]) -> Outcome:
+    """Load the data and train (or resume) ``job.run``, its lock held by the caller. A
+    failure is recorded in meta.json and returned, never raised."""
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    device = torch.device(ctx.device)
+    try:
         splits, provenance = splits_for(job, ctx, device)
         meta = train_run(job.spec, splits, job.run, device, provenance, job.identity, ctx.progress,
                          stop_file=ctx.stop_file, where=where)
-        if meta["status"] == RunStatus.FINISHED.value:
-            for copy, spec in job.copies:
-                copy.copy_from(job.run, spec.config())
         return Outcome(job, meta["status"], meta, where)
     except RunInterrupted:
         return Outcome(job, RunStatus.INTERRUPTED.value, job.run.read_meta() or {}, where)
@@ -125,5 +156,3 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
             meta = job.run.read_meta() or {}
         print(f"[{job.spec.label}] FAILED: {error}; its checkpoint (if any) is kept, the suite goes on", flush=True)
         return Outcome(job, RunStatus.FAILED.value, meta, where, error=error)
-    finally:
-        lock.release()
