@@ -63,7 +63,7 @@ def test_ray_tests_in_a_loopback_namespace(tmp_path):
     env.pop("RAY_ADDRESS", None)
     try:
         proc = subprocess.run(["unshare", "-n", "bash", "-c", cmd], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=900)
+                              text=True, timeout=1800)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     out = proc.stdout + proc.stderr
