@@ -9,7 +9,7 @@
 #
 # Options (defaults in brackets):
 #   --budget TIME                 training time you have (90s, 45m, 2h, 1h30m): the longest rung of the
-#                                 ladder (runs/ladder.yaml: 1/64 ... 1 of the paper's schedule) whose
+#                                 ladder (runs/planning/ladder.yaml: 1/64 ... 1 of the paper's schedule) whose
 #                                 estimate here fits [60m on a CPU (README: why), none with CUDA]
 #   --profile NAME                pin a recipe, over any budget: paper, quick, quick64 ... quick2, smoke
 #                                 [paper with CUDA; the budget's rung without]

@@ -1,9 +1,9 @@
-"""What training without a shared filesystem costs (runs/ray_storage.py): the bytes a run
+"""What training without a shared filesystem costs (runs/executing/ray_storage.py): the bytes a run
 sends back to the driver, by file, and the driver's overhead against shared storage, for
 one run trained through Ray both ways on this machine, with this machine's GEMM rate.
 
     python benchmarks/ray_storage.py --data DATA [--model resnet56] [--profile quick]
-                                     [--iterations N] [--threads 1]
+                                     [--iterations N] [--threads 1] [--storage shared driver]
 
 Ray binds the machine's own address even when told 127.0.0.1: the script runs itself again
 in a network namespace holding only loopback (unshare -n; root), as tests/test_ray.py does.
@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--checkpoint-every", type=float, default=None, help="seconds (default: the recipe's)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--storage", nargs="+", default=["shared", "driver"], choices=["shared", "driver"],
+                   help="which set-ups to time (default: both)")
     args = p.parse_args()
     if not in_loopback_namespace():
         ray_tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")
@@ -51,7 +53,7 @@ def main() -> None:
     import torch
 
     from resnet_exp.runs.bench import gemm_gflops
-    from resnet_exp.runs.experiments import load_profiles
+    from resnet_exp.runs.planning.experiments import load_profiles
 
     torch.set_num_threads(args.threads)
     print(f"GEMM rate: {gemm_gflops():.0f} GFLOP/s fp32 ({args.threads} thread(s))", flush=True)
@@ -65,7 +67,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ray-storage-bench-"))
     exp = work / "bench.yaml"
     exp.write_text(f"rows:\n  - {json.dumps(row)}\n")
-    for storage in ("shared", "driver"):
+    for storage in args.storage:
         results = work / storage
         cmd = [sys.executable, "-m", "resnet_exp", "run", str(exp), "--profile", args.profile, "--data", args.data,
                "--device", "cpu", "--results", str(results), "--threads", str(args.threads), "--executor", "ray",

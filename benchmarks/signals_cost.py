@@ -1,4 +1,4 @@
-"""What recording the layer signals (runs/signals.py) costs, as a share of a run's training
+"""What recording the layer signals (runs/training/signals.py) costs, as a share of a run's training
 time: one measurement on the 256-image probe batch against one training step, times the
 number of points each schedule records, with this machine's GEMM rate beside the figures.
 
@@ -11,9 +11,9 @@ import torch
 
 from resnet_exp.models import build_model
 from resnet_exp.runs.bench import gemm_gflops
-from resnet_exp.runs.experiments import load_profiles
-from resnet_exp.runs.runner import time_per_step
-from resnet_exp.runs.signals import PROBE_SIZE, LayerProbe, signal_points
+from resnet_exp.runs.planning.experiments import load_profiles
+from resnet_exp.runs.executing.runner import time_per_step
+from resnet_exp.runs.training.signals import PROBE_SIZE, LayerProbe, signal_points
 
 
 def seconds(f, repeat: int) -> float:

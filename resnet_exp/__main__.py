@@ -41,8 +41,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     stopping.pause_for_test("imports")  # before torch and the rest are imported
-    from .runs.budget import parse_budget
-    from .runs.experiments import select_runs
+    from .runs.planning.budget import parse_budget
+    from .runs.planning.experiments import select_runs
 
     budget = parse_budget(args.budget) if args.budget is not None else None  # a bad one: one line, exit 2
 
@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{', '.join(args.experiments)}: every row is valid")
         return 0
-    from .runs.runner import ExecutorChoice, run_experiments
+    from .runs.executing.runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
                             ray_address=args.ray_address, ray_storage=args.ray_storage,
@@ -128,7 +128,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_responses(args: argparse.Namespace) -> int:
-    from .runs.responses import update_responses
+    from .runs.training.responses import update_responses
 
     n = update_responses(args.results, data=args.data, data_dir=args.data_dir, device=args.device)
     print(f"{n} run(s) needed responses.csv" if n else "every finished run's responses.csv is current")
@@ -168,7 +168,7 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
     r.add_argument("--budget", default=None, metavar="TIME",
                    help="training time you have (90s, 45m, 2h, 1h30m): the longest rung of the ladder "
-                        "(runs/ladder.yaml) whose estimate fits chooses the schedule; --profile wins over it")
+                        "(runs/planning/ladder.yaml) whose estimate fits chooses the schedule; --profile wins over it")
     r.add_argument("--check", action="store_true", help="only validate the experiment files (no torch, no data)")
     r.add_argument("--retrain-damaged", action="store_true",
                    help="train damaged runs again (their folders are moved to <results>/.damaged/, kept)")
@@ -235,7 +235,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps({"results": args.results, "reference": shown(ref.results_dir) if ref else None,
                           "runs": [c.as_dict() for c in found]}, indent=2))
     elif ref is None:
-        print(f"{args.results}: no committed reference of its schedule on its dataset (runs/ladder.yaml lists "
+        print(f"{args.results}: no committed reference of its schedule on its dataset (runs/planning/ladder.yaml lists "
               "them; pass one with --reference)")
     else:
         print(f"Your runs beside the reference {shown(ref.results_dir)}:")
@@ -252,7 +252,7 @@ def add_compare_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
                        epilog="example: python -m resnet_exp compare --results results")
     add_reading_args(c, json=True)
     c.add_argument("--reference", default=None, help="a reference results folder (default: the committed one "
-                   "of the runs' profile, runs/ladder.yaml)")
+                   "of the runs' profile, runs/planning/ladder.yaml)")
     c.set_defaults(func=cmd_compare)
 
 

@@ -2,7 +2,7 @@
 
 Every file a run writes goes through ``atomic_write_bytes``; ``observing_writes`` lets a
 caller see each write once it is complete (the Ray executor sends a run's files back to
-the driver that way when the nodes share no filesystem: ``runs/ray_storage.py``).
+the driver that way when the nodes share no filesystem: ``runs/executing/ray_storage.py``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
 - **Before training**, a signal raises ``Stopped`` (a ``KeyboardInterrupt``) wherever the
   main thread is (imports, data loading, the plan, reports); ``__main__.main`` catches it.
 - **From the plan on**, the runner's handlers only set flags, acted on at safe points
-  (``runs/executors.DriverStop``), and a training run checkpoints at its next iteration
-  (``runs/train.StopRequest``); a second signal stops at once.
+  (``runs/executing/executors.DriverStop``), and a training run checkpoints at its next iteration
+  (``runs/training/train.StopRequest``); a second signal stops at once.
 - **SIGINT ignored at start stays ignored.** A job started in the background by a
   non-interactive shell (``./run_all.sh &``, ``nohup``) inherits SIGINT as ignored; Python
   then installs no KeyboardInterrupt handler, and neither does this suite, at any moment:

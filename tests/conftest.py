@@ -97,7 +97,7 @@ def built_reports(tmp_path_factory, tiny_tar):
     """Every shipped experiment row, trained for a few iterations on the tiny data, and the
     reports built from them: (root folder, index path)."""
     from resnet_exp.reporting.build import build_reports
-    from resnet_exp.runs.runner import run_experiments
+    from resnet_exp.runs.executing.runner import run_experiments
 
     root = tmp_path_factory.mktemp("reports")
     exp_dir = root / "experiments"

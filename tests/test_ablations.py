@@ -11,7 +11,7 @@ from scipy import stats
 from resnet_exp.__main__ import main
 from resnet_exp.reporting.ablations import HIGHER, LOWER, NOISE, ablation_rows, compare, sweep_points
 from resnet_exp.reporting.results import load_results
-from resnet_exp.runs.experiments import ExperimentError, load_experiment, select_runs
+from resnet_exp.runs.planning.experiments import ExperimentError, load_experiment, select_runs
 
 from .conftest import REPO, write_experiment
 from .fake_runs import write_run

@@ -1,4 +1,4 @@
-"""A time budget chooses the rung (runs/budget.py): a table of timings and budgets, no clock."""
+"""A time budget chooses the rung (runs/planning/budget.py): a table of timings and budgets, no clock."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from resnet_exp.runs.budget import (BudgetError, Rung, choose_rung, keep_choice, load_ladder, parse_budget,
+from resnet_exp.runs.planning.budget import (BudgetError, Rung, choose_rung, keep_choice, load_ladder, parse_budget,
                                     read_record, write_record)
-from resnet_exp.runs.experiments import load_profiles
+from resnet_exp.runs.planning.experiments import load_profiles
 
 REPO = Path(__file__).resolve().parents[1]
 LADDER = load_ladder()

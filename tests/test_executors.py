@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from resnet_exp.runs.experiments import load_experiment
-from resnet_exp.runs.plan import Action, make_plan
+from resnet_exp.runs.planning.experiments import load_experiment
+from resnet_exp.runs.planning.plan import Action, make_plan
 from resnet_exp.runs.rundir import TIMING_COLUMNS, IdentityLock, LockHeld, RunDir, RunStatus
-from resnet_exp.runs.runner import ExecutorChoice, run_experiments
+from resnet_exp.runs.executing.runner import ExecutorChoice, run_experiments
 
 from .conftest import write_experiment
 

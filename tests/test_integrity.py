@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resnet_exp.data.cifar10 import DatasetError, load_cifar10
-from resnet_exp.runs.experiments import ExperimentError, load_experiment, select_runs
-from resnet_exp.runs.plan import Action, make_plan
+from resnet_exp.runs.planning.experiments import ExperimentError, load_experiment, select_runs
+from resnet_exp.runs.planning.plan import Action, make_plan
 from resnet_exp.reporting.results import load_results
 from resnet_exp.runs.rundir import RunDir, RunStatus
-from resnet_exp.runs.runner import ExecutorChoice, ResultsNotWritable, run_experiments
+from resnet_exp.runs.executing.runner import ExecutorChoice, ResultsNotWritable, run_experiments
 
 from .conftest import write_experiment, write_image_folder
 
@@ -147,7 +147,7 @@ def test_a_crafted_checkpoint_runs_no_code(kw, tmp_path):
 def test_a_resume_at_the_last_iteration_records_numbers(kw, tmp_path, capsys, monkeypatch):
     """Killed after the final checkpoint, before meta.json said finished: the rerun has
     nothing left to train, and must still record the final errors as numbers."""
-    import resnet_exp.runs.responses as responses
+    import resnet_exp.runs.training.responses as responses
 
     exp = write_experiment(tmp_path / "e.yaml", ROWS)
 
@@ -305,8 +305,8 @@ def pristine(tiny_tar, tmp_path_factory):
     run_experiments([str(exp)], results=str(root / "finished"), **kw)
     part = write_experiment(root / "p.yaml", ROWS.replace("iterations: 40", "iterations: 400"))
     results = root / "partial"
-    from resnet_exp.runs.experiments import load_experiment as _load
-    from resnet_exp.runs.train import train_run
+    from resnet_exp.runs.planning.experiments import load_experiment as _load
+    from resnet_exp.runs.training.train import train_run
     from resnet_exp.data.loader import prepare_splits
 
     spec = _load(part, "smoke")[0]
@@ -321,7 +321,7 @@ def pristine(tiny_tar, tmp_path_factory):
             time.sleep(0.005)
         stop.touch()
 
-    import resnet_exp.runs.train as train_mod
+    import resnet_exp.runs.training.train as train_mod
 
     poll, train_mod.STOP_FILE_POLL_S = train_mod.STOP_FILE_POLL_S, 0.0  # look at every iteration
     threading.Thread(target=stop_after_two_lines, daemon=True).start()

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from resnet_exp.reporting.results import load_results
-from resnet_exp.runs.experiments import load_experiment
-from resnet_exp.runs.plan import Action, make_plan
+from resnet_exp.runs.planning.experiments import load_experiment
+from resnet_exp.runs.planning.plan import Action, make_plan
 from resnet_exp.runs.rundir import RunDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pre_layout"

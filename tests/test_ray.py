@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from resnet_exp.runs.rundir import TIMING_COLUMNS, RunDir, RunStatus
-from resnet_exp.runs.runner import ExecutorChoice, run_experiments
+from resnet_exp.runs.executing.runner import ExecutorChoice, run_experiments
 
 from .conftest import write_experiment
 
@@ -334,7 +334,7 @@ rows:
 def test_a_node_that_cannot_see_the_results_is_named(tmp_path):
     import ray
 
-    from resnet_exp.runs.ray_executor import probe_storage
+    from resnet_exp.runs.executing.ray_executor import probe_storage
 
     ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
     try:

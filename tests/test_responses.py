@@ -7,9 +7,9 @@ import torch
 from resnet_exp.data.cifar10 import load_cifar10
 from resnet_exp.data.loader import per_class_indices
 from resnet_exp.models import build_model
-from resnet_exp.runs.responses import responses_current, update_responses
+from resnet_exp.runs.training.responses import responses_current, update_responses
 from resnet_exp.runs.rundir import RunDir
-from resnet_exp.runs.runner import ExecutorChoice, run_experiments
+from resnet_exp.runs.executing.runner import ExecutorChoice, run_experiments
 
 from .conftest import write_experiment
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from resnet_exp.data.cifar10 import load_cifar10
-from resnet_exp.runs.experiments import ExperimentError, load_experiment, load_profiles
+from resnet_exp.runs.planning.experiments import ExperimentError, load_experiment, load_profiles
 from resnet_exp.runs.rundir import TIMING_COLUMNS, IdentityLock
-from resnet_exp.runs.runner import run_experiments
-from resnet_exp.runs.train import load_checkpoint, lr_at
+from resnet_exp.runs.executing.runner import run_experiments
+from resnet_exp.runs.training.train import load_checkpoint, lr_at
 
 from .conftest import write_experiment
 

@@ -12,11 +12,11 @@ from resnet_exp.data.loader import prepare_splits
 from resnet_exp.models import build_model
 from resnet_exp.reporting.signals import BACKWARD_FACTOR, RESPONSE_FLOOR, judge_run
 from resnet_exp.runs import train as train_module
-from resnet_exp.runs.callbacks import Callback, default_callbacks
-from resnet_exp.runs.experiments import load_experiment
+from resnet_exp.runs.training.callbacks import Callback, default_callbacks
+from resnet_exp.runs.planning.experiments import load_experiment
 from resnet_exp.runs.rundir import RunDir
-from resnet_exp.runs.signals import LayerProbe, probe_indices, probe_size_for, signal_points
-from resnet_exp.runs.train import RunInterrupted, train_run
+from resnet_exp.runs.training.signals import LayerProbe, probe_indices, probe_size_for, signal_points
+from resnet_exp.runs.training.train import RunInterrupted, train_run
 
 from .conftest import write_experiment
 from .test_runner import deterministic, read_log

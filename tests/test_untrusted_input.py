@@ -159,8 +159,8 @@ def test_someone_else_s_results_folder_is_read_without_a_traceback(tmp_path):
 def test_an_unusable_mean_pt_is_named_when_responses_are_computed(tmp_path, tiny_tar, capsys):
     import torch
 
-    from resnet_exp.runs.responses import update_responses
-    from resnet_exp.runs.runner import run_experiments
+    from resnet_exp.runs.training.responses import update_responses
+    from resnet_exp.runs.executing.runner import run_experiments
 
     exp = tmp_path / "e.yaml"
     exp.write_text("defaults: {iterations: 2, milestones: [1], eval_every: 1, batch_size: 10}\nrows:\n"

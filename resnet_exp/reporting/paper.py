@@ -27,11 +27,11 @@ DEPTH_COLORS = {20: "#e6a817", 32: "#1f9bd7", 44: "#2ca02c", 56: "#d62728", 110:
 # What a report made from a profile other than the paper's must say at its top.
 def profile_warning(profile: str) -> str:
     """What a report made from a profile other than the paper's says at its top: the written
-    text below, else, for a rung of the budget ladder (runs/ladder.yaml), one made from it."""
+    text below, else, for a rung of the budget ladder (runs/planning/ladder.yaml), one made from it."""
     if profile in PROFILE_WARNINGS:
         return PROFILE_WARNINGS[profile]
-    from ..runs.budget import rung_of
-    from ..runs.experiments import load_profiles
+    from ..runs.planning.budget import rung_of
+    from ..runs.planning.experiments import load_profiles
 
     rung, recipe = rung_of(profile), load_profiles().get(profile)
     if rung is None or recipe is None:

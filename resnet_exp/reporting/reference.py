@@ -1,6 +1,6 @@
 """Your runs beside the committed reference of the same schedule.
 
-For every finished run whose rung (profile) has a committed reference (``runs/ladder.yaml``,
+For every finished run whose rung (profile) has a committed reference (``runs/planning/ladder.yaml``,
 ``reports/reference/<profile>/results``) trained on the same dataset (same sha256), its final
 errors are set against the reference's seeds of the same row name: *within the reference's
 seed spread* when they fall inside the 95 % prediction interval for one more seed,
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from ..runs.budget import REPO, load_ladder, rung_of
+from ..runs.planning.budget import REPO, load_ladder, rung_of
 from ..runs.rundir import RunStatus
 from .results import Results, load_results, unique_runs
 
@@ -166,7 +166,7 @@ def compare_html(comparisons: list[Comparison], ref: Results | None) -> str:
 
     if ref is None:
         return ("<p>No committed reference of this schedule on this dataset to compare with (references: "
-                "<code>reports/reference/</code>, one per rung of <code>runs/ladder.yaml</code>).</p>")
+                "<code>reports/reference/</code>, one per rung of <code>runs/planning/ladder.yaml</code>).</p>")
     if not comparisons:
         return f"<p>The reference ({html.escape(shown(ref.results_dir))}) has no finished run of your rows.</p>"
     return ("<ul>" + "".join(f"<li>{html.escape(c.sentence())}</li>" for c in comparisons) + "</ul>"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.experiments import ExperimentError, load_experiment
+from ..runs.planning.experiments import ExperimentError, load_experiment
 from ..models import parse_model_name
 from ..runs.rundir import RETRAIN_HINT, RunDir, RunStatus
 from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_MEAN_STD,
@@ -312,7 +312,7 @@ def load_responses(res: Results, names: list[str]) -> pd.DataFrame:
     """Layer response stds (responses.csv) of the finished runs of these rows, from any
     experiment, one row per (run, layer); several seeds of a row are averaged by layer
     in ``responses_by_name``. Only responses computed from the run's current weights."""
-    from ..runs.responses import responses_current
+    from ..runs.training.responses import responses_current
 
     frames = []
     runs = unique_runs(res.runs[(res.runs["name"].isin(names)) & (res.runs["status"] == RunStatus.FINISHED.value)])
@@ -344,7 +344,7 @@ def responses_by_name(resp: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_without_responses(res: Results) -> list[str]:
-    from ..runs.responses import responses_current
+    from ..runs.training.responses import responses_current
 
     done = unique_runs(res.runs[res.runs["status"] == RunStatus.FINISHED.value])
     return [r.run for r in done.itertuples() if not responses_current(RunDir(res.results_dir / r.run))]

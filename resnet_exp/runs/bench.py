@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from ..data.loader import TrainBatches, prepare_splits
 from ..models import build_model
 from .device import pick_device
-from .experiments import Recipe, load_profiles
-from .train import device_name, make_optimizer, make_train_step
+from .planning.experiments import Recipe, load_profiles
+from .training.train import device_name, make_optimizer, make_train_step
 
 WARMUP_ITERS = 5
 
@@ -169,7 +169,7 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
 def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None:
     """A benchmark's table as JSON, with what it ran on and when."""
     from ..fileio import atomic_write_json
-    from .train import git_commit
+    from .training.train import git_commit
 
     atomic_write_json(path, {**fields, "torch": torch.__version__, "git_commit": git_commit(),
                              "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})

@@ -209,7 +209,7 @@ class RunDir:
         atomic_write_text(self.log_path, buf.getvalue())
 
     def read_signals(self) -> list[dict[str, Any]]:
-        """signals.csv's rows as numbers (runs/signals.py writes it); empty when there is none
+        """signals.csv's rows as numbers (runs/training/signals.py writes it); empty when there is none
         or it does not parse."""
         try:
             with open(self.signals_path, newline="") as f:

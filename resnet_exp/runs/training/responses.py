@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_write_text
+from ...fileio import atomic_write_text
 from .callbacks import Callback, LoopContext
-from .rundir import RunDir, RunStatus, sha256_file
+from ..rundir import RunDir, RunStatus, sha256_file
 
 COLUMNS = ["layer", "module", "std", "model_sha256"]
 
@@ -94,9 +94,9 @@ def responses_current(run: RunDir) -> bool:
 def update_responses(results: str, data: str | None = None, data_dir: str = "data", device: str = "cpu") -> int:
     """(Re)compute responses.csv for every finished run that lacks a current one, from
     its model.pt and the per-pixel mean it trained with (mean.pt). Returns how many."""
-    from ..data.cifar10 import load_cifar10
-    from ..data.loader import per_class_indices
-    from ..models import build_model
+    from ...data.cifar10 import load_cifar10
+    from ...data.loader import per_class_indices
+    from ...models import build_model
 
     todo = [r for r in RunDir.all_in(results) if r.check().ok and (r.read_meta() or {}).get("status") == "finished"
             and r.model_path.exists() and r.mean_path.exists() and not responses_current(r)]

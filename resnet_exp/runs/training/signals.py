@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fileio import atomic_write_text
+from ...fileio import atomic_write_text
 from .callbacks import Callback, LoopContext
-from .rundir import RunDir, RunStatus, schedule
+from ..rundir import RunDir, RunStatus, schedule
 
 PROBE_SIZE = 256
 PROBE_SEED = 0

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from ..data.cifar10 import Cifar10, load_cifar10
-from ..data.loader import DeviceSplits, prepare_splits
-from ..fileio import is_no_space, no_space_message
-from .plan import Job, finished_by_identity
-from .rundir import RunStatus
-from .train import RunInterrupted, train_run
+from ...data.cifar10 import Cifar10, load_cifar10
+from ...data.loader import DeviceSplits, prepare_splits
+from ...fileio import is_no_space, no_space_message
+from ..planning.plan import Job, finished_by_identity
+from ..rundir import RunStatus
+from ..training.train import RunInterrupted, train_run
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .. import stopping
+from ... import stopping
 from .callbacks import Callback, LoopContext, default_callbacks
-from .experiments import Recipe, RunSpec
-from ..fileio import atomic_torch_save, atomic_write_bytes
-from ..data.loader import DeviceSplits, TrainBatches, evaluate
-from ..models import build_model
-from .rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
+from ..planning.experiments import Recipe, RunSpec
+from ...fileio import atomic_torch_save, atomic_write_bytes
+from ...data.loader import DeviceSplits, TrainBatches, evaluate
+from ...models import build_model
+from ..rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
 
 STOP_FILE_POLL_S = 1.0  # how often the loop looks for the driver's stop file
 

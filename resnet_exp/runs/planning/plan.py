@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .experiments import RunSpec
-from .rundir import RunDir, RunStatus
+from ..rundir import RunDir, RunStatus
 
 
 class Action(str, enum.Enum):

@@ -20,18 +20,18 @@ from typing import Any
 
 import torch
 
-from .. import stopping
-from ..data.cifar10 import DatasetError, load_cifar10
-from ..fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes
+from ... import stopping
+from ...data.cifar10 import DatasetError, load_cifar10
+from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
-from .experiments import RunSpec, check_against_data, select_runs
-from ..models import build_model
-from .plan import Action, Job, Plan, make_plan
-from .rundir import LEFT_OUT_FILE, RETRAIN_HINT
-from .train import make_optimizer, make_train_step
+from ..planning.experiments import RunSpec, check_against_data, select_runs
+from ...models import build_model
+from ..planning.plan import Action, Job, Plan, make_plan
+from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
+from ..training.train import make_optimizer, make_train_step
 from .worker import NO_SPACE, Outcome, WorkerContext
-from .budget import Choice, describe, keep_choice, load_ladder, read_record, write_record
-from .device import default_profile, pick_device
+from ..planning.budget import Choice, describe, keep_choice, load_ladder, read_record, write_record
+from ..device import default_profile, pick_device
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -40,7 +40,7 @@ EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5) -> float:
     """Seconds per training step of one model here, measured on random images after one
     warm-up step, for at least two steps or ``budget_s``."""
-    from .experiments import load_profiles
+    from ..planning.experiments import load_profiles
 
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
     step = make_train_step(model, make_optimizer(model, load_profiles()["paper"], device))
@@ -81,7 +81,7 @@ class Estimator:
 
     def scaled(self, jobs: list[Job]) -> float:
         """Total seconds, by FLOPs from the models timed so far (timing one more if none)."""
-        from ..models import model_info
+        from ...models import model_info
 
         if not jobs:
             return 0.0
@@ -285,7 +285,7 @@ def space_needed(plan: Plan) -> int:
     """Bytes the plan's jobs write, roughly: every run's final weights (fp32) and, at its
     peak, one run's checkpoint (weights and momentum) twice over (the atomic write's
     temporary copy beside the old file)."""
-    from ..models import model_info
+    from ...models import model_info
 
     per_model = {m: model_info(m)["params"] for m in {j.spec.model for j in plan.jobs}}  # each model once
     params = [per_model[j.spec.model] for j in plan.jobs]

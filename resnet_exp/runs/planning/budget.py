@@ -26,10 +26,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..fileio import atomic_write_json
+from ...fileio import atomic_write_json
 
 LADDER_FILE = Path(__file__).with_name("ladder.yaml")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BUDGET_FILE = ".budget.json"
 _UNITS = {"h": 3600, "m": 60, "s": 1}
 
@@ -127,7 +127,7 @@ def known_to_show(rung: Rung) -> str:
     ref = REPO / rung.reference if rung.reference else None
     if ref is None or not ref.is_dir():
         return "no committed measurement of this rung yet"
-    from ..reporting.claims import UNCHECKED, claims_for
+    from ...reporting.claims import UNCHECKED, claims_for
 
     claims, notes = claims_for(ref)
     shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
@@ -135,7 +135,7 @@ def known_to_show(rung: Rung) -> str:
 
 
 def describe(choice: Choice, budget_s: float) -> list[str]:
-    from .runner import fmt_time
+    from ..executing.runner import fmt_time
 
     lines = [f"BUDGET {fmt_time(budget_s)}: rung {choice.rung.profile} ({choice.rung.caption}), estimated "
              f"{fmt_time(choice.estimate_s)} of training here"]

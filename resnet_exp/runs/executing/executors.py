@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterator, Protocol
 
 from tqdm import tqdm
 
-from .. import stopping
-from .plan import Job
-from .rundir import RunStatus
+from ... import stopping
+from ..planning.plan import Job
+from ..rundir import RunStatus
 from .worker import NO_SPACE, Outcome, WorkerContext, run_job
 
 

@@ -21,11 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..fileio import human_bytes
+from ...fileio import human_bytes
 from .executors import DriverStop, ProgressBoard
-from .plan import Job
+from ..planning.plan import Job
 from .ray_storage import DriverFiles, dataset_payload, node_where, train_on_node
-from .rundir import RunStatus
+from ..rundir import RunStatus
 from .worker import NO_SPACE, Outcome, WorkerContext, run_job
 
 STORAGES = ("auto", "shared", "driver")
@@ -186,7 +186,7 @@ class RayExecutor:
                                     options: dict[str, Any]) -> dict[Any, int]:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from ..data.cifar10 import load_cifar10
+        from ...data.cifar10 import load_cifar10
 
         payload = dataset_payload(load_cifar10(ctx.data, data_dir=ctx.data_dir, download=False, verbose=False))
         if payload["provenance"]["sha256"] != ctx.dataset_sha256:

@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.cifar10 import Cifar10
-from ..fileio import atomic_write_bytes, observing_writes
-from .plan import Job
-from .rundir import IdentityLock, RunDir, RunStatus, sha256_file
-from .train import STOP_FILE_POLL_S
+from ...data.cifar10 import Cifar10
+from ...fileio import atomic_write_bytes, observing_writes
+from ..planning.plan import Job
+from ..rundir import IdentityLock, RunDir, RunStatus, sha256_file
+from ..training.train import STOP_FILE_POLL_S
 from .worker import NO_SPACE, Outcome, WorkerContext, claim_folder, copy_finished, provide_dataset, train_job
 
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
@@ -266,7 +266,7 @@ def train_on_node(job: Job, ctx: WorkerContext, store: Any, payload: dict[str, A
 
 
 def _no_space(job: Job, where: dict[str, Any], error: dict[str, Any]) -> Outcome:
-    from ..fileio import no_space_message
+    from ...fileio import no_space_message
 
     if error["errno"] in (errno.ENOSPC, errno.EDQUOT):
         return Outcome(job, NO_SPACE, {}, where, error=no_space_message(error["filename"]) +

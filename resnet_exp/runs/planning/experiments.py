@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..models import parse_model_name, resolve_shortcut
+from ...models import parse_model_name, resolve_shortcut
 
 PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 

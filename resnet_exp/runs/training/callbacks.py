@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from ..data.loader import DeviceSplits
-from .rundir import RunDir, RunStatus
+from ...data.loader import DeviceSplits
+from ..rundir import RunDir, RunStatus
 
 
 @dataclass

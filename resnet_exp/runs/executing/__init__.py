@@ -1,0 +1,1 @@
+"""How to run it: the ``run`` command, the executors (sequential, pool, Ray) and the worker."""

@@ -1,0 +1,1 @@
+"""One training run: the loop and the measurements that hook into it."""
