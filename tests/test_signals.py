@@ -11,7 +11,7 @@ from resnet_exp.data.cifar10 import load_cifar10
 from resnet_exp.data.loader import prepare_splits
 from resnet_exp.models import build_model
 from resnet_exp.reporting.signals import BACKWARD_FACTOR, RESPONSE_FLOOR, judge_run
-from resnet_exp.runs import train as train_module
+from resnet_exp.runs.training import train as train_module
 from resnet_exp.runs.training.callbacks import Callback, default_callbacks
 from resnet_exp.runs.planning.experiments import load_experiment
 from resnet_exp.runs.rundir import RunDir
