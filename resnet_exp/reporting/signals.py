@@ -137,6 +137,12 @@ class Judgement:
     worst_raw: Spread | None
     init_raw: Spread | None                    # a fact: the spread at initialisation
     init_first_last: float | None              # first block's gradient norm / last block's at iteration 0
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How the evidence names the run: several seeds of a net are told apart."""
+        return self.name if self.seed is None else f"{self.name} seed {self.seed}"
 
     @property
     def forward_ok(self) -> bool:
@@ -152,7 +158,7 @@ class Judgement:
 
     def evidence(self) -> str:
         std, it, layer = self.weakest_response
-        parts = [f"{self.name}: weakest forward signal {std:.3g} ({_short(layer)}, iteration {it:,}; floor "
+        parts = [f"{self.label}: weakest forward signal {std:.3g} ({_short(layer)}, iteration {it:,}; floor "
                  f"{RESPONSE_FLOOR})"]
         if self.worst_relative:
             parts.append(f"conv layers' relative updates within {self.worst_relative.show()} "
@@ -166,7 +172,7 @@ class Judgement:
             return None
         r = self.init_first_last
         way = "exploding toward the input" if r > 1 else "shrinking toward the input"
-        return f"{self.name}: first block's gradient norm {r:,.3g}x the last block's ({way})"
+        return f"{self.label}: first block's gradient norm {r:,.3g}x the last block's ({way})"
 
 
 def normalised_layers(run: pd.DataFrame) -> pd.DataFrame:
@@ -187,7 +193,8 @@ def judge_run(run: pd.DataFrame) -> Judgement | None:
                      (float(weakest["response_std"]), int(weakest["iteration"]), str(weakest["layer_name"])),
                      worst_spread(convs, "relative_update"), worst_spread(convs, "grad_norm"),
                      spread_at(init, "grad_norm") if len(init) else None,
-                     float(ratio["ratio"].iloc[0]) if ratio is not None and len(ratio) else None)
+                     float(ratio["ratio"].iloc[0]) if ratio is not None and len(ratio) else None,
+                     int(run["seed"].iloc[0]) if "seed" in run and pd.notna(run["seed"].iloc[0]) else None)
 
 
 def judge_all(signals: pd.DataFrame) -> list[Judgement]:
