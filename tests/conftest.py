@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import signal
 import tarfile
 from pathlib import Path
 
@@ -17,6 +18,15 @@ from PIL import Image
 from resnet_exp.data.cifar10 import CLASSES
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 6
+
+# Several tests send SIGINT to the processes they start (Ctrl-C at every moment). A test run
+# started as a background job from a script (`./run_tests.sh &`) begins with SIGINT ignored,
+# and every process it starts would inherit the ignore (the suite's own policy keeps an
+# ignored SIGINT ignored): those tests would then test the launch, not the code. Python's own
+# handler instead, which a child's exec resets to the default. The one test of a background
+# job sets the ignore itself.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_arrays(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
