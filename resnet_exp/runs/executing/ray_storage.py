@@ -35,7 +35,6 @@ or socket of our own.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import os
 import platform
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 
 from ...data.cifar10 import Cifar10
-from ...fileio import atomic_write_bytes, observing_writes
+from ...fileio import atomic_write_bytes, is_no_space, no_space_message, observing_writes
 from ..planning.plan import Job
 from ..rundir import IdentityLock, RunDir, RunStatus, sha256_file
 from ..training.train import STOP_FILE_POLL_S
@@ -213,16 +212,15 @@ def train_on_node(job: Job, ctx: WorkerContext, store: Any, payload: dict[str, A
           flush=True)
     if ray.get(store.stopping.remote()):
         return Outcome(job, "not started", where=where)
+    if _provided != payload["digest"]:  # checked before the lock is taken: a bad copy holds nothing
+        provide_dataset(ctx, dataset_from_payload(payload, ctx.dataset_sha256))
+        _provided = payload["digest"]
     token = os.urandom(16).hex()
     reply = ray.get(store.begin.remote(job, token, where))
     if "error" in reply:
         return _no_space(job, where, reply["error"])
     if "status" in reply:
         return Outcome(job, reply["status"], reply.get("meta") or {}, where, reused_from=reply.get("reused_from"))
-    if _provided != payload["digest"]:
-        provide_dataset(ctx, dataset_from_payload(payload, ctx.dataset_sha256))
-        _provided = payload["digest"]
-
     scratch = Path(tempfile.mkdtemp(prefix="resnet-exp-"))
     local = dataclasses.replace(job, run=RunDir.for_run(scratch, job.run.experiment, job.run.name), copies=())
     local.run.path.mkdir(parents=True)
@@ -251,10 +249,8 @@ def train_on_node(job: Job, ctx: WorkerContext, store: Any, payload: dict[str, A
                 for name in ray.get(store.differing.remote(job, token, manifest)):
                     send(local.run.path / name, (local.run.path / name).read_bytes())
                 names = list(manifest)
-            except OSError as e:
-                outcome = _no_space(job, where, _os_error(e, job.run.path)) if e.errno in (
-                    errno.ENOSPC, errno.EDQUOT) else Outcome(job, RunStatus.FAILED.value, outcome.meta, where,
-                                                             error=f"{type(e).__name__}: {e}")
+            except OSError as e:  # the driver's write failed: a full disk, or another error, as data
+                outcome = _no_space(job, where, _os_error(e, job.run.path))
         ended = ray.get(store.end.remote(job, token, outcome.status, names))
         if "error" in ended:
             return _no_space(job, where, ended["error"])
@@ -266,9 +262,8 @@ def train_on_node(job: Job, ctx: WorkerContext, store: Any, payload: dict[str, A
 
 
 def _no_space(job: Job, where: dict[str, Any], error: dict[str, Any]) -> Outcome:
-    from ...fileio import no_space_message
-
-    if error["errno"] in (errno.ENOSPC, errno.EDQUOT):
+    """A write the driver could not make: NO_SPACE for a full disk, else a failed run."""
+    if is_no_space(OSError(error["errno"], error["strerror"])):
         return Outcome(job, NO_SPACE, {}, where, error=no_space_message(error["filename"]) +
                        " (the driver's results folder: the run trained on another node)")
     return Outcome(job, RunStatus.FAILED.value, {}, where,
