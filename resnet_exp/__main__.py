@@ -225,15 +225,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results_folder(args.results)
     if args.reference:
         results_folder(args.reference)
-    from .reporting.reference import compare, load_reference, shown
+    from .reporting.reference import compare, load_reference, missing_sentence, shown, without_reference
     from .reporting.results import load_results
 
     res = load_results(args.results)
     ref = load_reference(res, args.reference)
-    found = compare(res, ref)
+    found, missing = compare(res, ref), without_reference(res, ref)
     if args.json:
         print(json.dumps({"results": args.results, "reference": shown(ref.results_dir) if ref else None,
-                          "runs": [c.as_dict() for c in found]}, indent=2))
+                          "runs": [c.as_dict() for c in found], "without_reference": missing}, indent=2))
     elif ref is None:
         print(f"{args.results}: no committed reference of its schedule on its dataset (runs/planning/ladder.yaml lists "
               "them; pass one with --reference)")
@@ -243,6 +243,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"  - {c.sentence()}")
         if not found:
             print("  (the reference has no finished run of your rows)")
+        elif missing:
+            print(f"  {missing_sentence(missing)}")
     return 0
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from resnet_exp.reporting.reference import NO_SPREAD, OUTSIDE, WITHIN, compare, load_reference
+from resnet_exp.reporting.reference import NO_SPREAD, OUTSIDE, WITHIN, compare, load_reference, without_reference
 from resnet_exp.reporting.results import load_results
 
 from .fake_runs import write_run
@@ -34,6 +34,7 @@ def test_inside_outside_and_one_seed(tmp_path):
     # the 95 % prediction interval for one more seed: 32 +- t(0.975, 2) * 1 * sqrt(4/3) = 32 +- 4.97
     assert abs(found["plain20"].low_test - (32.0 - 4.96827)) < 1e-4
     assert found["resnet20"].verdict == NO_SPREAD and "+-1.00" not in found["resnet20"].sentence()
+    assert without_reference(res, load_reference(res, ref_dir)) == []
     far = tmp_path / "far"
     write_run(far, "figure1", "plain20", 45.0, 46.0, seed=7, profile="quick64")
     res = load_results(far)
@@ -57,10 +58,12 @@ def test_the_command(tmp_path):
     ref_dir = reference(tmp_path)
     mine = tmp_path / "mine"
     write_run(mine, "figure1", "plain20", 45.0, 46.0, seed=7, profile="quick64")
-    out = subprocess.run([sys.executable, "-m", "resnet_exp", "compare", "--results", str(mine), "--reference",
-                          str(ref_dir), "--json"], cwd=REPO, capture_output=True, text=True, check=True)
-    runs = json.loads(out.stdout)["runs"]
-    assert [r["verdict"] for r in runs] == [OUTSIDE]
+    write_run(mine, "figure1", "plain56", 70.0, 71.0, seed=7, profile="quick64")  # a row the reference lacks
+    command = [sys.executable, "-m", "resnet_exp", "compare", "--results", str(mine), "--reference", str(ref_dir)]
+    out = json.loads(subprocess.run(command + ["--json"], cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    assert [r["verdict"] for r in out["runs"]] == [OUTSIDE] and out["without_reference"] == ["plain56"]
+    text = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "The reference has no finished run of plain56 on this schedule" in text
 
 
 def test_a_published_reference_keeps_finished_runs_and_no_machine_paths(tmp_path):

@@ -150,7 +150,7 @@ def _build_one(rep: Report, results: Path, out: Path, experiments_dir: Path, sho
 
 def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[str, str]) -> Path:
     from .claims import check_claims, claims_html
-    from .reference import compare, compare_html, is_reference, load_reference
+    from .reference import compare, compare_html, is_reference, load_reference, without_reference
     from .results import load_results, provenance_html
 
     res = load_results(results)
@@ -187,7 +187,7 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <p>From <code>resnet_exp/reporting/reference.py</code> (also <code>python -m resnet_exp compare --results
 {e(str(shown))}</code>): each finished run against the committed reference's seeds of the same row.</p>
 {'<p>These are the committed reference runs of their schedule: others are compared with them.</p>'
- if is_ref else compare_html(compare(res, ref), ref)}
+ if is_ref else compare_html(compare(res, ref), ref, without_reference(res, ref))}
 <h2>The degradation problem in one picture</h2>
 {figure or '<p>No depth figure yet: no figure6 run has logged an evaluation.</p>'}
 <h2>Reports</h2>

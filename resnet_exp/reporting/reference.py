@@ -146,6 +146,22 @@ def compare(res: Results, ref: Results | None) -> list[Comparison]:
     return out
 
 
+def without_reference(res: Results, ref: Results | None) -> list[str]:
+    """The row names of ``res``'s finished runs that the reference has no finished run of (a
+    reference may hold only some nets, e.g. the ResNets at 1/16 and 1/8): said, not skipped."""
+    if ref is None or not len(res.runs):
+        return []
+    done = res.runs[res.runs["status"] == RunStatus.FINISHED.value]
+    ref_done = ref.runs[ref.runs["status"] == RunStatus.FINISHED.value]
+    have = set(zip(ref_done["name"], ref_done["profile"]))
+    return sorted({r.name for r in done.itertuples() if (r.name, r.profile) not in have})
+
+
+def missing_sentence(names: list[str]) -> str:
+    return (f"The reference has no finished run of {', '.join(names)} on this schedule: nothing to compare "
+            f"{'it' if len(names) == 1 else 'them'} with.")
+
+
 def reference_curves(ref: Results | None, names: list[str]) -> dict[str, pd.DataFrame]:
     """Per row name: the reference's mean curve over its seeds (iteration, train_error,
     test_error, seeds)."""
@@ -161,7 +177,7 @@ def reference_curves(ref: Results | None, names: list[str]) -> dict[str, pd.Data
     return out
 
 
-def compare_html(comparisons: list[Comparison], ref: Results | None) -> str:
+def compare_html(comparisons: list[Comparison], ref: Results | None, missing: list[str] | None = None) -> str:
     import html
 
     if ref is None:
@@ -169,5 +185,6 @@ def compare_html(comparisons: list[Comparison], ref: Results | None) -> str:
                 "<code>reports/reference/</code>, one per rung of <code>runs/planning/ladder.yaml</code>).</p>")
     if not comparisons:
         return f"<p>The reference ({html.escape(shown(ref.results_dir))}) has no finished run of your rows.</p>"
-    return ("<ul>" + "".join(f"<li>{html.escape(c.sentence())}</li>" for c in comparisons) + "</ul>"
+    lacking = f"<p>{html.escape(missing_sentence(missing))}</p>" if missing else ""
+    return ("<ul>" + "".join(f"<li>{html.escape(c.sentence())}</li>" for c in comparisons) + "</ul>" + lacking +
             f"<p style='color:#666'>Reference: {html.escape(shown(ref.results_dir))}.</p>")

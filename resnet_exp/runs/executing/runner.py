@@ -365,7 +365,7 @@ def print_summary(plan: Plan, outcomes: list[Outcome]) -> None:
     """One line per planned run, read back from its folder (the folder is the truth)."""
     locked = {o.job.run for o in outcomes if o.status == "locked"}
     print("\nSummary")
-    print(f"  {'run':<34} {'status':<12} {'iter':>6} {'train err %':>11} {'test err %':>10} {'wall':>9}")
+    print(f"  {'run':<34} {'status':<12} {'iter':>6} {'train err %':>11} {'test err %':>10} {'steps':>9}")
     for p in plan.runs:
         meta: dict[str, Any] = p.run.read_meta() or {}
         status = "locked" if p.run in locked else meta.get("status", "not started")
@@ -374,5 +374,9 @@ def print_summary(plan: Plan, outcomes: list[Outcome]) -> None:
         print(f"  {p.spec.label:<34} {status:<12} {meta.get('iteration', '-')!s:>6} "
               f"{fmt(final.get('train_error')):>11} {fmt(final.get('test_error')):>10} "
               f"{fmt_time(meta.get('wall_time_s') or 0):>9}")
+    # meta's wall_time_s counts the optimizer steps alone, over all attempts: on a CPU the
+    # evaluations, layer signals, checkpoints and responses add 37-42 % on the quick rung (a
+    # fresh-clone ./run_all.sh, 2026-12-02: started-to-finished over wall_time_s)
+    print("  steps: time in training steps, all attempts; evaluations, layer signals and checkpoints come on top")
     if locked:
         print(f"  locked: {len(locked)} run(s) being trained by another process right now")
