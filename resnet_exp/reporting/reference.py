@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from scipy import stats
@@ -120,17 +121,26 @@ def _differences(ours: pd.Series, ref: pd.DataFrame) -> str:
                                 "in the tail")
 
 
+def _finished(res: Results) -> pd.DataFrame:
+    """The finished runs, one row per identity (a run copied into two experiments counts once)."""
+    return unique_runs(res.runs[res.runs["status"] == RunStatus.FINISHED.value])
+
+
+def _seeds_of(ref_done: pd.DataFrame, run: Any) -> pd.DataFrame:
+    """The reference's finished runs of the same row (name) and schedule (profile) as ``run``."""
+    return ref_done[(ref_done["name"] == run.name) & (ref_done["profile"] == run.profile)]
+
+
 def compare(res: Results, ref: Results | None) -> list[Comparison]:
     """Every finished run of ``res`` that the reference has a row of the same name for."""
     if ref is None or not len(res.runs):
         return []
-    done = unique_runs(res.runs[res.runs["status"] == RunStatus.FINISHED.value])
-    ref_done = unique_runs(ref.runs[ref.runs["status"] == RunStatus.FINISHED.value])
+    ref_done = _finished(ref)
     out = []
-    for r in done.itertuples():
-        seeds = ref_done[(ref_done["name"] == r.name) & (ref_done["profile"] == r.profile)]
+    for r in _finished(res).itertuples():
+        seeds = _seeds_of(ref_done, r)
         if not len(seeds):
-            continue
+            continue  # said by without_reference
         test, train = seeds["final_test_error"], seeds["final_train_error"]
         pi_test, pi_train = prediction_interval(test), prediction_interval(train)
         if pi_test is None or pi_train is None:
@@ -151,10 +161,8 @@ def without_reference(res: Results, ref: Results | None) -> list[str]:
     reference may hold only some nets, e.g. the ResNets at 1/16 and 1/8): said, not skipped."""
     if ref is None or not len(res.runs):
         return []
-    done = res.runs[res.runs["status"] == RunStatus.FINISHED.value]
-    ref_done = ref.runs[ref.runs["status"] == RunStatus.FINISHED.value]
-    have = set(zip(ref_done["name"], ref_done["profile"]))
-    return sorted({r.name for r in done.itertuples() if (r.name, r.profile) not in have})
+    ref_done = _finished(ref)
+    return sorted({r.name for r in _finished(res).itertuples() if not len(_seeds_of(ref_done, r))})
 
 
 def missing_sentence(names: list[str]) -> str:

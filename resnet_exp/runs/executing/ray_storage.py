@@ -98,8 +98,12 @@ def _os_error(e: OSError, path: Path) -> dict[str, Any]:
     return {"errno": e.errno, "strerror": e.strerror or str(e), "filename": str(getattr(e, "filename", None) or path)}
 
 
+def _from_os_error(error: dict[str, Any]) -> OSError:
+    return OSError(error["errno"], error["strerror"], error["filename"])
+
+
 def _raise(error: dict[str, Any]) -> None:
-    raise OSError(error["errno"], error["strerror"], error["filename"])
+    raise _from_os_error(error)
 
 
 class DriverFiles:
@@ -263,7 +267,7 @@ def train_on_node(job: Job, ctx: WorkerContext, store: Any, payload: dict[str, A
 
 def _no_space(job: Job, where: dict[str, Any], error: dict[str, Any]) -> Outcome:
     """A write the driver could not make: NO_SPACE for a full disk, else a failed run."""
-    if is_no_space(OSError(error["errno"], error["strerror"])):
+    if is_no_space(_from_os_error(error)):
         return Outcome(job, NO_SPACE, {}, where, error=no_space_message(error["filename"]) +
                        " (the driver's results folder: the run trained on another node)")
     return Outcome(job, RunStatus.FAILED.value, {}, where,
