@@ -9,9 +9,9 @@
 #
 # Options (defaults in brackets):
 #   --budget TIME                 training time you have (90s, 45m, 2h, 1h30m): the longest rung of the
-#                                 ladder (runs/planning/ladder.yaml: 1/64 ... 1 of the paper's schedule) whose
+#                                 ladder (runs/planning/ladder.yaml: 1/128 ... 1 of the paper's schedule) whose
 #                                 estimate here fits [60m on a CPU (README: why), none with CUDA]
-#   --profile NAME                pin a recipe, over any budget: paper, quick, quick64 ... quick2, smoke
+#   --profile NAME                pin a recipe, over any budget: paper, quick, quick128 ... quick2, smoke
 #                                 [paper with CUDA; the budget's rung without]
 #   --data PATH                   a CIFAR-10 folder or archive [$RESNET_EXP_DATA, else data/]
 #   --only NAME ...               only these rows [every row that is not opt-in]
@@ -58,8 +58,10 @@ value() { [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1 needs a value"; printf '%
 
 PROFILE="${PROFILE:-}"
 BUDGET=""
-# The CPU default's budget for training: with set-up, decoding the data and the reports (about
-# 15 min on a 2-core machine, 25 on a 1.5x slower one) the whole default ends within 90 min.
+# The CPU default's budget for training: the estimate fell within 3 % of the training's time,
+# and set-up, decoding the data and the reports took 2.5 to 5 min on 2-core machines, so the
+# whole default ends within 90 min on every 2-core machine where some rung fits 60 min (1/128
+# does on the slowest seen, GEMM 94 GFLOP/s; README, "The CPU default").
 DEFAULT_CPU_BUDGET=60m
 DATA="${RESNET_EXP_DATA:-}"
 RESULTS=""

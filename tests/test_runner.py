@@ -65,7 +65,7 @@ def test_bad_files_are_rejected(tmp_path):
                         ("rows:\n- {model: resnet20}\nextra: 1", "unknown top-level key")]:
         with pytest.raises(ExperimentError, match=match):
             load_experiment(write_experiment(tmp_path / "f.yaml", text), "smoke")
-    with pytest.raises(ExperimentError, match="unknown profile 'fast'.*paper, quick, quick64, quick16, quick8, quick4, quick2, first2k, smoke"):
+    with pytest.raises(ExperimentError, match="unknown profile 'fast'.*paper, quick, quick128, quick64, quick16, quick8, quick4, quick2, first2k, smoke"):
         load_experiment(write_experiment(tmp_path / "g.yaml", "rows:\n- {model: resnet20}"), "fast")
 
 

@@ -4,7 +4,7 @@ Three folders, by what changes together:
 
     planning/    what to run
         experiments.py   rows and recipes (pydantic), resolved into RunSpecs
-        profiles.yaml    the recipes (paper, the ladder quick64 ... quick2, quick, smoke)
+        profiles.yaml    the recipes (paper, the ladder quick128 ... quick2, quick, smoke)
         ladder.yaml, budget.py   --budget: the ladder of schedules and the rule that picks a rung
         plan.py          what each run needs (new, resume, reuse, done), read from the results folder
     executing/   how to run it

@@ -55,7 +55,7 @@ def parse_budget(text: str) -> float:
 @dataclass(frozen=True)
 class Rung:
     profile: str
-    fraction: str            # of the paper's 64k iterations: "1/64" ... "1"
+    fraction: str            # of the paper's 64k iterations: "1/128" ... "1"
     reference: str | None = None  # committed run folders of this rung, relative to the repository
 
     @property
