@@ -94,3 +94,21 @@ def test_a_bad_budget_is_one_line_before_anything_loads(text):
                           "--check"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--budget" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_estimate_counts_steps_evaluations_and_signal_measurements():
+    """What the budget compares: a 1/128 run is 500 steps, 16 evaluations of the 10,000 test
+    images (a forward pass: a third of a training image) and 21 layer-signal measurements (a
+    forward and backward pass of 256 probe images); a resumed run only what is left."""
+    import torch
+    from types import SimpleNamespace
+
+    from resnet_exp.runs.executing.runner import Estimator
+
+    recipe = load_profiles()["quick128"]
+    estimator = Estimator(torch.device("cpu"), n_test=10_000)
+    fresh = SimpleNamespace(spec=SimpleNamespace(recipe=recipe), remaining_iterations=500)
+    assert estimator._run_seconds(fresh, 1.0) == pytest.approx(500 + 16 * 10_000 / 128 / 3 + 21 * 256 / 128)
+    resumed = SimpleNamespace(spec=SimpleNamespace(recipe=recipe), remaining_iterations=250)
+    # left: 250 steps, 8 evaluations, the signals at 256, 288, ..., 480 and 500
+    assert estimator._run_seconds(resumed, 1.0) == pytest.approx(250 + 8 * 10_000 / 128 / 3 + 9 * 256 / 128)

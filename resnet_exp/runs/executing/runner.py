@@ -28,6 +28,7 @@ from ..planning.experiments import RunSpec, check_against_data, select_runs
 from ...models import build_model
 from ..planning.plan import Action, Job, Plan, make_plan
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
+from ..training.signals import probe_size_for, signal_points
 from ..training.train import make_optimizer, make_train_step
 from .worker import NO_SPACE, Outcome, WorkerContext
 from ..planning.budget import Choice, describe, keep_choice, load_ladder, read_record, write_record
@@ -57,8 +58,9 @@ def time_per_step(model_name: str, batch_size: int, device: torch.device, budget
 
 class Estimator:
     """Time of runs here: each distinct model's training step is timed for a few steps
-    (``time_per_step``); an evaluation image costs about a third of a training image.
-    ``scaled`` estimates models not timed from the timed ones' seconds per FLOP."""
+    (``time_per_step``); an evaluation image costs about a third of a training image, and a
+    layer-signals measurement (a forward and a backward pass of the probe batch) as much as
+    training on it. ``scaled`` estimates models not timed from the timed ones' seconds per FLOP."""
 
     def __init__(self, device: torch.device, n_test: int) -> None:
         self.device, self.n_test = device, n_test
@@ -68,7 +70,12 @@ class Estimator:
         r = job.spec.recipe
         test_images = (r.test_per_class * 10) if r.test_per_class else self.n_test
         evals = job.remaining_iterations // r.eval_every + 1
-        return step_s * (job.remaining_iterations + evals * test_images / r.batch_size / 3)
+        # The signals: 21 measurements on the short rungs, about 10 % of a 1/128 run, 2.5 % of a
+        # 1/32 one; left out, the estimate fell 10 % short at 1/128 (benchmarks/NOTES.md).
+        start = r.iterations - job.remaining_iterations
+        signals = sum(p >= start for p in signal_points(r.iterations, r.eval_every))
+        return step_s * (job.remaining_iterations + evals * test_images / r.batch_size / 3
+                         + signals * probe_size_for(r.batch_size) / r.batch_size)
 
     def timed(self, jobs: list[Job]) -> dict[Job, float]:
         out = {}
