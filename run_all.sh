@@ -58,10 +58,10 @@ value() { [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1 needs a value"; printf '%
 
 PROFILE="${PROFILE:-}"
 BUDGET=""
-# The CPU default's budget for training: the estimate fell within 3 % of the training's time,
-# and set-up, decoding the data and the reports took 2.5 to 5 min on 2-core machines, so the
-# whole default ends within 90 min on every 2-core machine where some rung fits 60 min (1/128
-# does on the slowest seen, GEMM 94 GFLOP/s; README, "The CPU default").
+# The CPU default's budget for training. Set-up, decoding the data and the reports took 2.5 to
+# 5 min on 2-core machines and the estimate came within 3 % (1/32) to 14 % (1/128), so the whole
+# default ends within 90 min wherever a rung fits 60 min; where none does, 1/128 is trained
+# anyway: 76.6 min in all on the slowest machine seen, GEMM 94-101 GFLOP/s (README, "The CPU default").
 DEFAULT_CPU_BUDGET=60m
 DATA="${RESNET_EXP_DATA:-}"
 RESULTS=""
