@@ -71,7 +71,7 @@ class Estimator:
         test_images = (r.test_per_class * 10) if r.test_per_class else self.n_test
         evals = job.remaining_iterations // r.eval_every + 1
         # The signals: 21 measurements on the short rungs, about 10 % of a 1/128 run, 2.5 % of a
-        # 1/32 one; left out, the estimate fell 10 % short at 1/128 (benchmarks/NOTES.md).
+        # 1/32 one; left out, the estimate fell 14 % short at 1/128 (README, "The CPU default").
         start = r.iterations - job.remaining_iterations
         signals = sum(p >= start for p in signal_points(r.iterations, r.eval_every))
         return step_s * (job.remaining_iterations + evals * test_images / r.batch_size / 3
