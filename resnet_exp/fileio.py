@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import torch
-
 WriteObserver = Callable[[Path, bytes], None]
 _observers: list[WriteObserver] = []
 
@@ -66,6 +64,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save, atomically. Serialised in memory first, then written as bytes: torch's own
     writer reports a full disk as a RuntimeError ("file write failed"), where a plain write
     raises OSError(ENOSPC), which the suite stops on cleanly (``is_no_space``)."""
+    import torch  # here, not at the top: the report notebooks import this module and need no torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -118,7 +118,8 @@ def built_reports(tmp_path_factory, tiny_tar):
         docs[f.name]["defaults"] = {**(docs[f.name].get("defaults") or {}), **FAST}
         (exp_dir / f.name).write_text(yaml.safe_dump(docs[f.name]))
     files = [str(exp_dir / f"{n}.yaml") for n in ("figure1", "figure6", "ablations", "table6")]
-    run_experiments(files, profile="smoke", data=str(tiny_tar), device="cpu", progress=False,
+    # estimate=False: the plan would time each of the 13 models first (seconds each on a slow CPU)
+    run_experiments(files, profile="smoke", data=str(tiny_tar), device="cpu", progress=False, estimate=False,
                     results=str(root / "results"), data_dir=root / "data", only=[
                         "plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
                         "resnet110", "resnet20-B", "resnet56-B", "preresnet110", "plain110"])

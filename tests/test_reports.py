@@ -118,3 +118,16 @@ def test_reports_in_a_real_browser(built_reports, tmp_path):
             page.screenshot(path=str(tmp_path / (Path(url).stem + ".png")), full_page=True)
         browser.close()
     assert not problems, "\n".join(problems)
+
+
+def test_the_notebooks_modules_load_without_torch():
+    """Each report is a kernel of its own that imports these modules: torch would add seconds
+    to every report on a slow CPU (3 s of 7 on a 94 GFLOP/s 2-core machine) for nothing."""
+    import subprocess
+    import sys
+
+    modules = ["resnet_exp.reporting." + m for m in ("notebook", "plots", "results", "claims", "signals",
+                                                    "reference", "ablations")]
+    code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr
