@@ -358,7 +358,7 @@ def test_damage_is_never_presented_as_a_good_finished_run(pristine, tmp_path_fac
         target.unlink()
     elif op == "truncate":
         if not data[int(len(data) * where):].strip():
-            return  # only the trailing newline cut: the same file, not damage (Hypothesis found where=1-2**-52)
+            return  # only whitespace cut (meta.json's last newline): the same file, not damage; Hypothesis found where=1-2**-52
         target.write_bytes(data[:int(len(data) * where)])
     else:
         b = bytearray(data)

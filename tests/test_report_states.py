@@ -49,7 +49,7 @@ def add_part(part: str, src: Path, dst: Path) -> None:
             del meta["files"]["signals.csv"], meta["signals"]
             (run / "meta.json").write_text(json.dumps(meta))
             (run / "signals.csv").unlink()
-    elif part == "diverged":  # figure6/plain56 comes with "damaged", undamaged
+    elif part == "diverged":  # plain-110 diverges in the fixture's four iterations
         _copy(src, dst, "ablations/plain110-*")
     elif part == "only-plain":
         _copy(src, dst, "figure*/plain*-*")
