@@ -98,17 +98,46 @@ def test_a_bad_budget_is_one_line_before_anything_loads(text):
 
 def test_the_estimate_counts_steps_evaluations_and_signal_measurements():
     """What the budget compares: a 1/128 run is 500 steps, 16 evaluations of the 10,000 test
-    images (a forward pass: a third of a training image) and 21 layer-signal measurements (a
+    images (at the evaluation's measured cost per image) and 21 layer-signal measurements (a
     forward and backward pass of 256 probe images); a resumed run only what is left."""
     import torch
     from types import SimpleNamespace
 
-    from resnet_exp.runs.executing.runner import Estimator
+    from resnet_exp.runs.executing.runner import Estimator, StepCost
 
     recipe = load_profiles()["quick128"]
     estimator = Estimator(torch.device("cpu"), n_test=10_000)
+    cost = StepCost(step_s=1.0, eval_image_s=0.002)
     fresh = SimpleNamespace(spec=SimpleNamespace(recipe=recipe), remaining_iterations=500)
-    assert estimator._run_seconds(fresh, 1.0) == pytest.approx(500 + 16 * 10_000 / 128 / 3 + 21 * 256 / 128)
+    assert estimator._run_seconds(fresh, cost) == pytest.approx(500 + 16 * 10_000 * 0.002 + 21 * 256 / 128)
     resumed = SimpleNamespace(spec=SimpleNamespace(recipe=recipe), remaining_iterations=250)
     # left: 250 steps, 8 evaluations, the signals at 256, 288, ..., 480 and 500
-    assert estimator._run_seconds(resumed, 1.0) == pytest.approx(250 + 8 * 10_000 / 128 / 3 + 9 * 256 / 128)
+    assert estimator._run_seconds(resumed, cost) == pytest.approx(250 + 8 * 10_000 * 0.002 + 9 * 256 / 128)
+    # a held-out validation split is evaluated beside the test set at every evaluation
+    with_val = SimpleNamespace(spec=SimpleNamespace(recipe=recipe.model_copy(update={"val_split": 5000})),
+                               remaining_iterations=500)
+    assert estimator._run_seconds(with_val, cost) == pytest.approx(500 + 16 * 15_000 * 0.002 + 21 * 256 / 128)
+
+
+def test_the_estimate_times_the_evaluation_it_will_run():
+    """The evaluation's cost per image is measured with ``evaluate`` itself, in its batches on
+    this device (on a CPU it is no fixed fraction of a training image: benchmarks/eval_batch.py)."""
+    import torch
+
+    from resnet_exp.data.loader import eval_batch_size
+    from resnet_exp.runs.executing import runner
+
+    seen = []
+    real = runner.evaluate
+
+    def spy(model, x, y, *args, **kwargs):
+        seen.append(len(x))
+        return real(model, x, y, *args, **kwargs)
+
+    runner.evaluate = spy
+    try:
+        cost = runner.time_step_cost("resnet8", 8, torch.device("cpu"))
+    finally:
+        runner.evaluate = real
+    assert cost.step_s > 0 and cost.eval_image_s > 0
+    assert len(seen) >= 3 and set(seen) == {eval_batch_size(torch.device("cpu"))}

@@ -145,3 +145,24 @@ def test_train_batches_are_epochs_and_resume_exactly():
     b.load_state_dict(state)
     for (xe, ye), (xb, yb) in zip(expected, (b.next() for _ in range(4))):
         assert torch.equal(xe, xb) and torch.equal(ye, yb)
+
+
+def test_evaluation_does_not_depend_on_its_batch_size():
+    """``evaluate``'s batch (eval_batch_size: 128 on a CPU, 1,000 on a GPU) is a speed choice:
+    in eval mode BN uses its running statistics, so every image's output is its own; the
+    error and loss agree across batch sizes, and the model is left in the mode it was in."""
+    from resnet_exp.data.loader import eval_batch_size, evaluate
+    from resnet_exp.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet8").train()
+    with torch.no_grad():  # running statistics that are not BN's defaults
+        for _ in range(3):
+            model(torch.randn(64, 3, 32, 32))
+    x, y = torch.randn(300, 3, 32, 32), torch.randint(0, 10, (300,))
+    results = [evaluate(model, x, y, batch_size=b) for b in (None, 7, 128, 1000)]
+    assert model.training
+    for loss, err in results[1:]:
+        assert err.item() == results[0][1].item()
+        assert loss.item() == pytest.approx(results[0][0].item(), rel=1e-5)
+    assert eval_batch_size(torch.device("cpu")) == 128 and eval_batch_size(torch.device("cuda")) == 1000

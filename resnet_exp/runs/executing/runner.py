@@ -22,6 +22,7 @@ import torch
 
 from ... import stopping
 from ...data.cifar10 import DatasetError, load_cifar10
+from ...data.loader import eval_batch_size, evaluate
 from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from ..planning.experiments import RunSpec, check_against_data, select_runs
@@ -38,6 +39,15 @@ EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 # --------------------------------------------------------------------------- estimate
+@dataclass(frozen=True)
+class StepCost:
+    """One model's costs here, measured: seconds per training step of a batch, and per test
+    image evaluated (``evaluate``'s batches, eval mode, no gradients)."""
+
+    step_s: float
+    eval_image_s: float
+
+
 def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5) -> float:
     """Seconds per training step of one model here, measured on random images after one
     warm-up step, for at least two steps or ``budget_s``."""
@@ -56,17 +66,38 @@ def time_per_step(model_name: str, batch_size: int, device: torch.device, budget
     return (time.perf_counter() - t0) / n
 
 
+def time_per_eval_image(model_name: str, device: torch.device, budget_s: float = 0.5) -> float:
+    """Seconds per test image evaluated by one model here: ``evaluate`` over one of its
+    batches of random images, after one warm-up batch, at least twice or for ``budget_s``.
+    Measured, not assumed: on a CPU it ranged from a fifth to a half of a training image's
+    time with the batch size and the cache (benchmarks/eval_batch.py)."""
+    model = build_model(model_name).to(device).to(memory_format=torch.channels_last)
+    n_images = eval_batch_size(device)
+    x = torch.randn(n_images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (n_images,), device=device)
+    evaluate(model, x, y)[1].item()
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < budget_s:
+        evaluate(model, x, y)[1].item()
+        n += 1
+    return (time.perf_counter() - t0) / (n * n_images)
+
+
+def time_step_cost(model_name: str, batch_size: int, device: torch.device) -> StepCost:
+    return StepCost(time_per_step(model_name, batch_size, device), time_per_eval_image(model_name, device))
+
+
 class Estimator:
-    """Time of runs here: each distinct model's training step is timed for a few steps
-    (``time_per_step``); an evaluation image costs about a third of a training image, and a
-    layer-signals measurement (a forward and a backward pass of the probe batch) as much as
-    training on it. ``scaled`` estimates models not timed from the timed ones' seconds per FLOP."""
+    """Time of runs here: each distinct model's training step and evaluation are timed
+    (``time_step_cost``); a layer-signals measurement (a forward and a backward pass of the
+    probe batch) costs as much as training on it. ``scaled`` estimates models not timed from
+    the timed ones' seconds per FLOP."""
 
     def __init__(self, device: torch.device, n_test: int) -> None:
         self.device, self.n_test = device, n_test
-        self.step_s: dict[tuple[str, int], float] = {}
+        self.costs: dict[tuple[str, int], StepCost] = {}
 
-    def _run_seconds(self, job: Job, step_s: float) -> float:
+    def _run_seconds(self, job: Job, cost: StepCost) -> float:
         r = job.spec.recipe
         test_images = (r.test_per_class * 10) if r.test_per_class else self.n_test
         evals = job.remaining_iterations // r.eval_every + 1
@@ -74,16 +105,16 @@ class Estimator:
         # 1/32 one; left out, the estimate fell 14 % short at 1/128 (README, "The CPU default").
         start = r.iterations - job.remaining_iterations
         signals = sum(p >= start for p in signal_points(r.iterations, r.eval_every))
-        return step_s * (job.remaining_iterations + evals * test_images / r.batch_size / 3
-                         + signals * probe_size_for(r.batch_size) / r.batch_size)
+        steps = job.remaining_iterations + signals * probe_size_for(r.batch_size) / r.batch_size
+        return cost.step_s * steps + cost.eval_image_s * evals * (test_images + r.val_split)
 
     def timed(self, jobs: list[Job]) -> dict[Job, float]:
         out = {}
         for job in jobs:
             key = (job.spec.model, job.spec.recipe.batch_size)
-            if key not in self.step_s:
-                self.step_s[key] = time_per_step(*key, self.device)
-            out[job] = self._run_seconds(job, self.step_s[key])
+            if key not in self.costs:
+                self.costs[key] = time_step_cost(*key, self.device)
+            out[job] = self._run_seconds(job, self.costs[key])
         return out
 
     def scaled(self, jobs: list[Job]) -> float:
@@ -92,12 +123,18 @@ class Estimator:
 
         if not jobs:
             return 0.0
-        if not self.step_s:
+        if not self.costs:
             self.timed(jobs[:1])
         flops = functools.lru_cache(maxsize=None)(lambda m: model_info(m)["flops"])
-        per_flop = sorted(s / (flops(m) * b) for (m, b), s in self.step_s.items())
-        rate = per_flop[len(per_flop) // 2]  # seconds per (forward FLOP x image), the median
-        return sum(self._run_seconds(j, rate * flops(j.spec.model) * j.spec.recipe.batch_size) for j in jobs)
+
+        def median(values: list[float]) -> float:
+            return sorted(values)[len(values) // 2]
+
+        # seconds per (forward FLOP x image), the median over the models timed
+        step_rate = median([c.step_s / (flops(m) * b) for (m, b), c in self.costs.items()])
+        eval_rate = median([c.eval_image_s / flops(m) for (m, _), c in self.costs.items()])
+        return sum(self._run_seconds(j, StepCost(step_rate * flops(j.spec.model) * j.spec.recipe.batch_size,
+                                                 eval_rate * flops(j.spec.model))) for j in jobs)
 
 
 def busy_cpus(sample_s: float = 0.3) -> float:
