@@ -48,6 +48,17 @@ class StepCost:
     eval_image_s: float
 
 
+def seconds_per_call(call: Any, budget_s: float) -> float:
+    """Mean seconds of ``call()`` (which must wait for the device) after one warm-up call,
+    over at least two calls or ``budget_s``."""
+    call()
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < budget_s:
+        call()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
 def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5) -> float:
     """Seconds per training step of one model here, measured on random images after one
     warm-up step, for at least two steps or ``budget_s``."""
@@ -57,30 +68,19 @@ def time_per_step(model_name: str, batch_size: int, device: torch.device, budget
     step = make_train_step(model, make_optimizer(model, load_profiles()["paper"], device))
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    step(x, y)
-    n, t0 = 0, time.perf_counter()
-    while n < 2 or time.perf_counter() - t0 < budget_s:
-        loss, _ = step(x, y)
-        loss.item()
-        n += 1
-    return (time.perf_counter() - t0) / n
+    return seconds_per_call(lambda: step(x, y)[0].item(), budget_s)
 
 
 def time_per_eval_image(model_name: str, device: torch.device, budget_s: float = 0.5) -> float:
     """Seconds per test image evaluated by one model here: ``evaluate`` over one of its
     batches of random images, after one warm-up batch, at least twice or for ``budget_s``.
-    Measured, not assumed: on a CPU it ranged from a fifth to a half of a training image's
-    time with the batch size and the cache (benchmarks/eval_batch.py)."""
+    Measured, not assumed: on a CPU it ranged from a quarter of a training image's time to more
+    than a whole one with the batch size and the cache (benchmarks/eval_batch.py)."""
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last)
     n_images = eval_batch_size(device)
     x = torch.randn(n_images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (n_images,), device=device)
-    evaluate(model, x, y)[1].item()
-    n, t0 = 0, time.perf_counter()
-    while n < 2 or time.perf_counter() - t0 < budget_s:
-        evaluate(model, x, y)[1].item()
-        n += 1
-    return (time.perf_counter() - t0) / (n * n_images)
+    return seconds_per_call(lambda: evaluate(model, x, y)[1].item(), budget_s) / n_images
 
 
 def time_step_cost(model_name: str, batch_size: int, device: torch.device) -> StepCost:
