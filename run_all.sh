@@ -23,10 +23,12 @@
 #   --dry-run                     print the plan (runs, estimated time, what is left out) and stop
 #   --include-opt-in              also the opt-in rows (resnet1202, ...)
 #   --retrain-damaged             train damaged runs again (old folders kept in .damaged/)
-#   --executor local|pool|ray     [local: one run after another]
+#   --executor auto|local|pool|ray  [auto: with CUDA a pool over every GPU, --runs-per-gpu on each;
+#                                 on a CPU one run after another]
 #   --workers N                   pool on the CPU: N runs at a time [1]
 #   --gpus all|0,1,3              pool on GPUs [none]
-#   --runs-per-gpu K              runs sharing a GPU (pool, ray) [1]
+#   --runs-per-gpu K              runs sharing a GPU (pool, ray) [4 on a GPU pool: where it stops
+#                                 paying on an H200, resnet_exp/runs/device.py; 1 on Ray]
 #   --ray-address auto|ADDR       an existing Ray cluster [a local Ray instance]
 #   --ray-storage auto|shared|driver  where runs write: a shared results folder, or the
 #                                 driver's (files back through Ray) [auto: shared if every node sees it]
@@ -37,7 +39,7 @@
 #   ./run_all.sh                                   # the default for this machine
 #   ./run_all.sh --profile smoke                   # a few minutes: checks the plumbing
 #   ./run_all.sh --budget 2h                       # the longest schedule that trains in 2 hours here
-#   ./run_all.sh --gpus all --runs-per-gpu 4       # every GPU, 4 runs on each
+#   ./run_all.sh --gpus 0,1 --runs-per-gpu 2       # two GPUs, 2 runs on each (the default: all, 4)
 #   ./run_all.sh --executor ray --ray-address auto # a Ray cluster (see README)
 set -euo pipefail
 cd "$(dirname "$0")"

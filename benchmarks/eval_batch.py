@@ -14,7 +14,7 @@ import torch
 from resnet_exp.data.loader import eval_batch_size, evaluate
 from resnet_exp.models import build_model
 from resnet_exp.runs.bench import gemm_gflops
-from resnet_exp.runs.executing.runner import time_per_step
+from resnet_exp.runs.training.timing import time_per_step
 from resnet_exp.runs.planning.experiments import load_profiles
 
 N_IMAGES = 2000  # evaluated per measurement: enough batches of every size for a steady rate

@@ -7,7 +7,7 @@ how many busy processes compete for the cores (as "other jobs" did).
 import multiprocessing as mp, os, time
 import torch
 from resnet_exp.models import build_model
-from resnet_exp.runs.training.train import make_optimizer, make_train_step
+from resnet_exp.runs.training.step import make_optimizer, make_train_step
 from resnet_exp.runs.planning.experiments import load_profiles
 
 def hog():

@@ -12,7 +12,7 @@ import torch
 from resnet_exp.models import build_model
 from resnet_exp.runs.bench import gemm_gflops
 from resnet_exp.runs.planning.experiments import load_profiles
-from resnet_exp.runs.executing.runner import time_per_step
+from resnet_exp.runs.training.timing import time_per_step
 from resnet_exp.runs.training.signals import PROBE_SIZE, LayerProbe, signal_points
 
 

@@ -52,16 +52,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{', '.join(args.experiments)}: every row is valid")
         return 0
+    from .reporting.claims import known_to_show
     from .runs.executing.runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
                             ray_address=args.ray_address, ray_storage=args.ray_storage,
                             cpus_per_run=args.cpus_per_run, threads=args.threads)
     return run_experiments(args.experiments, profile=args.profile, only=args.only, data=args.data,
+                           data_dir=args.data_dir,
                            results=args.results, device=args.device, include_opt_in=args.include_opt_in,
                            dry_run=args.dry_run, executor=choice, left_out=args.left_out,
                            left_out_hint=args.left_out_hint, retrain_damaged=args.retrain_damaged,
-                           budget=budget)
+                           budget=budget, known_to_show=known_to_show)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -106,10 +108,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.concurrent:
         run_concurrent_bench(models=args.models, ks=args.concurrent, iters=args.iters, device=args.device,
-                             profile=args.profile, out=args.out)
+                             profile=args.profile, out=args.out, mode=args.modes[0])
     else:
         run_bench(models=args.models, iters=args.iters, device=args.device, out=args.out, profile=args.profile,
-                  workers=args.workers, data=args.data)
+                  workers=args.workers, data=args.data, modes=args.modes)
     return 0
 
 
@@ -163,6 +165,7 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--data", default=None, help="CIFAR-10 source: a folder or archive "
                    "(default: $RESNET_EXP_DATA, else data/ with torchvision's download)")
     r.add_argument("--results", default="results", help="results folder (default: results/)")
+    r.add_argument("--data-dir", default="data", help="where torchvision's download and the decoded cache live")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if any)")
     r.add_argument("--include-opt-in", action="store_true", help="also run rows marked opt_in")
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
@@ -175,12 +178,15 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--left-out", nargs="+", default=None, metavar="FILE",
                    help="experiment files left out on purpose: the plan lists them with their cost here")
     r.add_argument("--left-out-hint", default="", help="how to run the left-out files (printed with them)")
-    r.add_argument("--executor", default="local", choices=["local", "pool", "ray"],
-                   help="local: one run after another; pool: several processes (--workers / --gpus); "
-                        "ray: Ray tasks on this machine or a cluster")
+    r.add_argument("--executor", default="auto", choices=["auto", "local", "pool", "ray"],
+                   help="auto: with CUDA a pool over every GPU (--runs-per-gpu on each), else local; local: one "
+                        "run after another; pool: several processes (--workers / --gpus); ray: Ray tasks on this "
+                        "machine or a cluster")
     r.add_argument("--workers", type=int, default=1, help="pool on the CPU: runs at a time (threads split)")
     r.add_argument("--gpus", default=None, help="pool on GPUs: 'all' or indices such as 0,1,3")
-    r.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing each GPU (pool and ray)")
+    r.add_argument("--runs-per-gpu", type=int, default=None,
+                   help="runs sharing each GPU (pool and ray; default: 4 on a GPU pool, where it stops paying "
+                        "on an H200 (runs/device.py), 1 on Ray)")
     r.add_argument("--ray-address", default=None,
                    help="ray: none starts a local instance; 'auto' or ray://host:port joins a cluster")
     r.add_argument("--ray-storage", default="auto", choices=["auto", "shared", "driver"],
@@ -278,6 +284,8 @@ def add_bench_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     b.add_argument("--concurrent", type=int, nargs="+", default=None, metavar="K",
                    help="instead: total images/s of K runs at once on one device, for each K")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    b.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph", "graph-bf16"],
+                   help="step modes to time (runs/training/step.py); --concurrent uses the first")
     b.add_argument("--data", default=None, help="CIFAR-10 source (default: data/, else synthetic images)")
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")
     b.set_defaults(func=cmd_bench)

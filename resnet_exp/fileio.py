@@ -101,6 +101,12 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f} GB"
 
 
+def human_duration(seconds: float) -> str:
+    """A duration as the plan prints it: seconds under 90 s, minutes under 1.5 h, else hours."""
+    s = seconds
+    return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
+
+
 def no_space_message(path: str | os.PathLike | None) -> str:
     """The one message a full disk gets: where, how much is free, that nothing is lost, what to do."""
     where = Path(path) if path else Path(".")

@@ -8,7 +8,7 @@
   main thread is (imports, data loading, the plan, reports); ``__main__.main`` catches it.
 - **From the plan on**, the runner's handlers only set flags, acted on at safe points
   (``runs/executing/executors.DriverStop``), and a training run checkpoints at its next iteration
-  (``runs/training/train.StopRequest``); a second signal stops at once.
+  (``StopRequest`` below); a second signal stops at once.
 - **SIGINT ignored at start stays ignored.** A job started in the background by a
   non-interactive shell (``./run_all.sh &``, ``nohup``) inherits SIGINT as ignored; Python
   then installs no KeyboardInterrupt handler, and neither does this suite, at any moment:
@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 # Read once, at the first import (the first lines of __main__): was SIGINT ignored when the
@@ -132,3 +133,46 @@ def pause_for_test(moment: str) -> None:
     deadline = time.monotonic() + 120
     while received is None and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+STOP_FILE_POLL_S = 1.0  # how often a training loop looks for the driver's stop file
+
+
+class StopRequest:
+    """Has anyone asked this run to stop? Ctrl-C or SIGTERM in this process (main thread
+    only: Python delivers signals there), or ``stop_file`` appearing (how a driver stops
+    workers in other processes or on other machines). A second signal stops at once."""
+
+    def __init__(self, stop_file: str | os.PathLike | None = None) -> None:
+        self.stop_file = Path(stop_file) if stop_file else None
+        self._requested = False
+        self._next_poll = 0.0
+        self._handling = contextlib.ExitStack()
+
+    def _first(self, signum: int) -> None:
+        if self._requested:  # already stopping (the driver's stop file): a signal now means "at once"
+            raise KeyboardInterrupt
+        self._requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping at the next iteration with a checkpoint "
+              "(again to stop at once, losing the work since the last checkpoint)", flush=True)
+
+    @property
+    def requested(self) -> bool:
+        if not self._requested and self.stop_file is not None:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + STOP_FILE_POLL_S
+                self._requested = self.stop_file.exists()
+        return self._requested
+
+    @staticmethod
+    def _again(signum: int) -> None:
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "StopRequest":
+        # never SIGINT where it was ignored at start; a repeat within a second is the same request
+        self._handling.enter_context(handling(self._first, self._again))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handling.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_exp.runs.planning.budget import (BudgetError, Rung, choose_rung, keep_choice, load_ladder, parse_budget,
+from resnet_exp.runs.planning.ladder import Rung, load_ladder
+from resnet_exp.runs.planning.budget import (BudgetError, choose_rung, keep_choice, parse_budget,
                                     read_record, write_record)
 from resnet_exp.runs.planning.experiments import load_profiles
 
@@ -103,10 +104,10 @@ def test_the_estimate_counts_steps_evaluations_and_signal_measurements():
     import torch
     from types import SimpleNamespace
 
-    from resnet_exp.runs.executing.runner import Estimator, StepCost
+    from resnet_exp.runs.planning.estimate import Estimator, StepCost
 
     recipe = load_profiles()["quick128"]
-    estimator = Estimator(torch.device("cpu"), n_test=10_000)
+    estimator = Estimator(lambda model, batch: StepCost(1.0, 0.002), n_test=10_000)
     cost = StepCost(step_s=1.0, eval_image_s=0.002)
     fresh = SimpleNamespace(spec=SimpleNamespace(recipe=recipe), remaining_iterations=500)
     assert estimator._run_seconds(fresh, cost) == pytest.approx(500 + 16 * 10_000 * 0.002 + 21 * 256 / 128)
@@ -125,7 +126,7 @@ def test_the_estimate_times_the_evaluation_it_will_run():
     import torch
 
     from resnet_exp.data.loader import eval_batch_size
-    from resnet_exp.runs.executing import runner
+    from resnet_exp.runs.training import timing as runner
 
     seen = []
     real = runner.evaluate

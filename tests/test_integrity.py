@@ -322,15 +322,16 @@ def pristine(tiny_tar, tmp_path_factory):
         stop.touch()
 
     import resnet_exp.runs.training.train as train_mod
+    from resnet_exp import stopping
 
-    poll, train_mod.STOP_FILE_POLL_S = train_mod.STOP_FILE_POLL_S, 0.0  # look at every iteration
+    poll, stopping.STOP_FILE_POLL_S = stopping.STOP_FILE_POLL_S, 0.0  # look at every iteration
     threading.Thread(target=stop_after_two_lines, daemon=True).start()
     try:
         with pytest.raises(train_mod.RunInterrupted):
             train_run(spec, splits, run, torch.device("cpu"), ds.provenance, spec.identity(sha), progress=False,
                       stop_file=stop)
     finally:
-        train_mod.STOP_FILE_POLL_S = poll
+        stopping.STOP_FILE_POLL_S = poll
     assert run.status() == RunStatus.INTERRUPTED and run.has_checkpoint() and run.check().ok
     return {"finished": (exp, root / "finished"), "partial": (part, results), "sha": sha}
 

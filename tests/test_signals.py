@@ -11,11 +11,13 @@ from resnet_exp.data.cifar10 import load_cifar10
 from resnet_exp.data.loader import prepare_splits
 from resnet_exp.models import build_model
 from resnet_exp.reporting.signals import BACKWARD_FACTOR, RESPONSE_FLOOR, judge_run
-from resnet_exp.runs.training import train as train_module
-from resnet_exp.runs.training.callbacks import Callback, default_callbacks
+from resnet_exp import stopping
+from resnet_exp.runs.training.callbacks import Callback
+from resnet_exp.runs.training.train import default_callbacks
 from resnet_exp.runs.planning.experiments import load_experiment
 from resnet_exp.runs.rundir import RunDir
-from resnet_exp.runs.training.signals import LayerProbe, probe_indices, probe_size_for, signal_points
+from resnet_exp.runs.rundir import probe_size_for, signal_points
+from resnet_exp.runs.training.signals import LayerProbe, probe_indices
 from resnet_exp.runs.training.train import RunInterrupted, train_run
 
 from .conftest import write_experiment
@@ -91,7 +93,7 @@ def test_signals_csv_holds_every_layer_at_every_point(uninterrupted):
 
 @pytest.mark.parametrize("stop_at", [8, 11])  # mid-interval; just before a point that is also a checkpoint
 def test_a_resumed_run_records_the_same_signals(tiny, uninterrupted, stop_at, monkeypatch):
-    monkeypatch.setattr(train_module, "STOP_FILE_POLL_S", 0.0)
+    monkeypatch.setattr(stopping, "STOP_FILE_POLL_S", 0.0)
     root = tiny[0]
     stop = root / f"stop-{stop_at}"
     with pytest.raises(RunInterrupted):
@@ -108,7 +110,7 @@ def test_a_resumed_run_records_the_same_signals(tiny, uninterrupted, stop_at, mo
 
 
 def test_a_changed_signals_csv_is_damage(tiny, uninterrupted, monkeypatch):
-    monkeypatch.setattr(train_module, "STOP_FILE_POLL_S", 0.0)
+    monkeypatch.setattr(stopping, "STOP_FILE_POLL_S", 0.0)
     root = tiny[0]
     stop = root / "stop-damage"
     with pytest.raises(RunInterrupted):

@@ -24,6 +24,7 @@ from typing import Callable
 
 import pandas as pd
 
+from ..runs.planning.ladder import REPO, Rung
 from ..runs.rundir import RunStatus
 from .paper import TABLE6_MEAN_STD, TABLE6_TEST_ERROR
 from .results import Results, load_responses, load_results, unique_runs
@@ -302,6 +303,18 @@ def check_claims(res: Results) -> tuple[list[Claim], list[str]]:
 
 def claims_for(results_dir: str | Path) -> tuple[list[Claim], list[str]]:
     return check_claims(load_results(results_dir))
+
+
+def known_to_show(rung: Rung) -> str:
+    """Which of the paper's claims a rung of the budget ladder showed, from its committed
+    reference runs, or that none is committed. The plan prints it beside the rung it chose
+    (``__main__`` hands this function to the planner: planning never imports the reports)."""
+    ref = REPO / rung.reference if rung.reference else None
+    if ref is None or not ref.is_dir():
+        return "no committed measurement of this rung yet"
+    claims, _ = claims_for(ref)
+    shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
+    return f"{shown or 'nothing checkable'} (committed reference {rung.reference})"
 
 
 def figure7_statement(res: Results) -> str:

@@ -24,23 +24,8 @@ PLAIN_NOTE = ("The paper gives no test-error number for plain nets; its Figures 
 DEPTH_COLORS = {20: "#e6a817", 32: "#1f9bd7", 44: "#2ca02c", 56: "#d62728", 110: "#111111",
                 1202: "#8c4fc4"}
 
-# What a report made from a profile other than the paper's must say at its top.
-def profile_warning(profile: str) -> str:
-    """What a report made from a profile other than the paper's says at its top: the written
-    text below, else, for a rung of the budget ladder (runs/planning/ladder.yaml), one made from it."""
-    if profile in PROFILE_WARNINGS:
-        return PROFILE_WARNINGS[profile]
-    from ..runs.planning.budget import rung_of
-    from ..runs.planning.experiments import load_profiles
-
-    rung, recipe = rung_of(profile), load_profiles().get(profile)
-    if rung is None or recipe is None:
-        return f"{profile} profile: not the paper's recipe; not comparable with the paper's numbers."
-    return (f"{profile} profile: the paper's recipe compressed to {rung.caption} ({recipe.iterations:,} iterations "
-            "instead of 64,000, lr drops at 1/2 and 3/4 of the run); not comparable with the paper's numbers. "
-            "Orderings and gaps between networks are what it shows.")
-
-
+# What a report made from a profile other than the paper's says at its top (results.py's
+# profile_warning; a rung of the budget ladder without a text here gets one made from the rung).
 PROFILE_WARNINGS = {
     "quick": "quick profile: the paper's recipe compressed to a 1/32 schedule (2,000 iterations instead of "
              "64,000, lr drops at 1,000 and 1,500); not comparable with the paper's numbers. Orderings and gaps "

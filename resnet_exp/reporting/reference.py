@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from ..runs.planning.budget import REPO, load_ladder, rung_of
+from ..runs.planning.ladder import REPO, load_ladder, rung_of
 from ..runs.rundir import RunStatus
 from .results import Results, load_results, unique_runs
 

@@ -15,11 +15,26 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.planning.experiments import ExperimentError, load_experiment
 from ..models import parse_model_name
+from ..runs.planning.experiments import ExperimentError, load_experiment, load_profiles
+from ..runs.planning.ladder import rung_of
 from ..runs.rundir import RETRAIN_HINT, RunDir, RunStatus
-from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, REIMPLEMENTATION_TEST_ERROR, TABLE6_MEAN_STD,
-                    TABLE6_NOTES, TABLE6_TEST_ERROR, profile_warning)
+from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, PROFILE_WARNINGS, REIMPLEMENTATION_TEST_ERROR,
+                    TABLE6_MEAN_STD, TABLE6_NOTES, TABLE6_TEST_ERROR)
+
+
+def profile_warning(profile: str) -> str:
+    """What a report made from a profile other than the paper's says at its top: the written
+    text (``paper.PROFILE_WARNINGS``), else, for a rung of the budget ladder
+    (runs/planning/ladder.yaml), one made from it."""
+    if profile in PROFILE_WARNINGS:
+        return PROFILE_WARNINGS[profile]
+    rung, recipe = rung_of(profile), load_profiles().get(profile)
+    if rung is None or recipe is None:
+        return f"{profile} profile: not the paper's recipe; not comparable with the paper's numbers."
+    return (f"{profile} profile: the paper's recipe compressed to {rung.caption} ({recipe.iterations:,} iterations "
+            "instead of 64,000, lr drops at 1/2 and 3/4 of the run); not comparable with the paper's numbers. "
+            "Orderings and gaps between networks are what it shows.")
 
 
 @dataclass

@@ -5,8 +5,11 @@
 Both sides train the same model (same builder, fp32, batch 128, one SGD step per
 batch, the same number of timed iterations) in the same process on the same images:
 
-- ours: the runner's data path and step (``loader.TrainBatches`` on the device,
-  batched crop/flip, ``train.make_train_step``), synchronised only at the end;
+- ours: the runner's data path and step as the loop runs it (``loader.TrainBatches`` on
+  the device, batched crop/flip, ``step.make_stepper``), synchronised only at the end, in
+  each of the step modes asked for (``--modes``): ``eager``, ``graph`` (replayed from a
+  CUDA graph, the CUDA default; eager where no GPU can capture) and ``graph-bf16`` (bf16
+  autocast, an opt-in recipe);
 - textbook: a torchvision-style ``VisionDataset`` that turns each uint8 image into a
   PIL image and applies ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
   ``ToTensor``, ``Normalize``, exactly what ``torchvision.datasets.CIFAR10`` does per
@@ -30,9 +33,13 @@ from ..data.loader import TrainBatches, prepare_splits
 from ..models import build_model
 from .device import pick_device
 from .planning.experiments import Recipe, load_profiles
-from .training.train import device_name, make_optimizer, make_train_step
+from .training.provenance import device_name, git_commit
+from .training.step import EAGER_STEPS, make_optimizer, make_stepper
 
-WARMUP_ITERS = 5
+WARMUP_ITERS = EAGER_STEPS + 2  # a graphed step's real steps and its capture come before the timing
+# The step modes ``bench --modes`` compares: recipe changes over the profile's recipe.
+MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True},
+         "graph-bf16": {"cuda_graph": True, "precision": "bf16"}}
 
 
 def gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
@@ -84,18 +91,17 @@ def bench_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.
     splits = prepare_splits(Cifar10(x, y, x[:10], y[:10], {}), device)
     torch.manual_seed(0)
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
-    amp = torch.bfloat16 if recipe.precision == "bf16" else None
-    step = make_train_step(model, make_optimizer(model, recipe, device), amp)
+    step, _ = make_stepper(model, make_optimizer(model, recipe, device), recipe, device)
     batches = TrainBatches(splits.train_x, splits.train_y, recipe.batch_size, augment=recipe.augment, seed=0)
     batch_size = recipe.batch_size
     for _ in range(WARMUP_ITERS):
-        step(*batches.next())
+        step(*batches.next(), recipe.lr)
     _sync(device)
     if barrier is not None:
         barrier.wait()
     t = time.perf_counter()
     for _ in range(iters):
-        loss, _ = step(*batches.next())
+        loss, _ = step(*batches.next(), recipe.lr)
     loss.item()  # the one host synchronisation
     return iters * batch_size / (time.perf_counter() - t)
 
@@ -138,9 +144,14 @@ def _sync(device: torch.device) -> None:
 
 
 def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str | None = None,
-              profile: str = "paper", workers: int | None = None, data: str | None = None) -> list[dict[str, Any]]:
+              profile: str = "paper", workers: int | None = None, data: str | None = None,
+              modes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Images/s and ms per step of our step in each mode, and of the textbook loop."""
     dev = pick_device(device)
     recipe = load_profiles()[profile]
+    modes = modes or ["eager", "graph"]
+    if unknown := [m for m in modes if m not in MODES]:
+        raise ValueError(f"--modes {' '.join(unknown)}: unknown; valid: {', '.join(MODES)}")
     batch_size = recipe.batch_size
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     x, y, source = _images(data)
@@ -148,28 +159,35 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
     if gemm:
         print(f"bench: this machine's fp32 GEMM rate: {gemm:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
     print(f"bench: {iters} timed iterations (after {WARMUP_ITERS} warm-up), profile {profile} "
-          f"(batch {batch_size}, {recipe.precision}), "
-          f"device {device_name(dev)}, textbook DataLoader workers {workers}; images: {source}")
+          f"(batch {batch_size}), device {device_name(dev)}, textbook DataLoader workers {workers}; images: {source}")
+    if dev.type != "cuda" and any(MODES[m].get("cuda_graph") for m in modes):
+        print("bench: no CUDA device here: the graph modes run eagerly (runs/training/step.py)")
     rows = []
-    print(f"| {'model':<10} | {'device':<28} | {'ours img/s':>10} | {'textbook img/s':>14} | {'ratio':>6} |")
-    print(f"|{'-' * 12}|{'-' * 30}|{'-' * 12}|{'-' * 16}|{'-' * 8}|")
+    head = "".join(f" {m + ' ms':>14} |" for m in modes)
+    print(f"| {'model':<10} |{head} {'textbook ms':>12} | {'eager/textbook':>14} |")
+    print(f"|{'-' * 12}|" + f"{'-' * 16}|" * len(modes) + f"{'-' * 14}|{'-' * 16}|")
     for name in models:
-        ours = bench_ours(name, x, y, dev, iters, recipe)
+        rates = {m: bench_ours(name, x, y, dev, iters, recipe.model_copy(update=MODES[m])) for m in modes}
         textbook = bench_textbook(name, x, y, dev, iters, recipe, workers)
-        row = {"model": name, "device": device_name(dev), "ours_images_per_s": round(ours, 1),
-               "textbook_images_per_s": round(textbook, 1), "ratio": round(ours / textbook, 2)}
+        ms = {m: 1000 * batch_size / r for m, r in rates.items()}
+        first = rates[modes[0]]
+        row = {"model": name, "device": device_name(dev), "batch_size": batch_size,
+               **{f"{m}_images_per_s": round(r, 1) for m, r in rates.items()},
+               **{f"{m}_ms_per_step": round(v, 3) for m, v in ms.items()},
+               "ours_images_per_s": round(first, 1), "textbook_images_per_s": round(textbook, 1),
+               "ratio": round(first / textbook, 2)}
         rows.append(row)
-        print(f"| {name:<10} | {row['device'][:28]:<28} | {ours:>10.0f} | {textbook:>14.0f} | {row['ratio']:>6.2f} |",
-              flush=True)
+        cells = "".join(f" {ms[m]:>14.2f} |" for m in modes)
+        print(f"| {name:<10} |{cells} {1000 * batch_size / textbook:>12.2f} | {row['ratio']:>14.2f} |", flush=True)
     _write_results(out or f"benchmarks/results/bench-{dev.type}.json", rows, iters=iters, profile=profile,
-                   batch_size=batch_size, workers=workers, images=source, gemm_gflops=gemm and round(gemm, 1))
+                   batch_size=batch_size, workers=workers, images=source, gemm_gflops=gemm and round(gemm, 1),
+                   modes=modes)
     return rows
 
 
 def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None:
     """A benchmark's table as JSON, with what it ran on and when."""
     from ..fileio import atomic_write_json
-    from .training.train import git_commit
 
     atomic_write_json(path, {**fields, "torch": torch.__version__, "git_commit": git_commit(),
                              "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
@@ -178,16 +196,16 @@ def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None
 
 # --------------------------------------------------------------------------- concurrency
 def _concurrent_worker(model: str, device: str, iters: int, profile: str, threads: int, barrier: Any,
-                       results: Any) -> None:
+                       results: Any, mode: str = "graph") -> None:
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (10_000, 3, 32, 32), dtype=torch.uint8, generator=g)
     results.put(bench_ours(model, x, torch.arange(10_000) % 10, torch.device(device), iters,
-                           load_profiles()[profile], barrier))
+                           load_profiles()[profile].model_copy(update=MODES[mode]), barrier))
 
 
 def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, device: str = "auto",
-                         profile: str = "paper", out: str | None = None) -> list[dict[str, Any]]:
+                         profile: str = "paper", out: str | None = None, mode: str = "graph") -> list[dict[str, Any]]:
     """Total training images/s of K runs at once on one device (K processes, as the pool
     executor runs them; on the CPU the threads are split between them)."""
     import multiprocessing
@@ -195,7 +213,8 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
     dev = pick_device(device)
     mp = multiprocessing.get_context("spawn")
     cpus = os.cpu_count() or 1
-    print(f"bench --concurrent: {iters} timed iterations per run, profile {profile}, device {device_name(dev)}")
+    print(f"bench --concurrent: {iters} timed iterations per run, profile {profile}, step {mode}, "
+          f"device {device_name(dev)}")
     print(f"| {'model':<10} | {'K':>3} | {'threads/run':>11} | {'total img/s':>11} | {'per run':>8} | {'vs K=1':>6} |")
     print(f"|{'-' * 12}|{'-' * 5}|{'-' * 13}|{'-' * 13}|{'-' * 10}|{'-' * 8}|")
     rows: list[dict[str, Any]] = []
@@ -205,7 +224,7 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
             threads = max(1, cpus // k) if dev.type == "cpu" else 1
             barrier, results = mp.Barrier(k), mp.Queue()
             procs = [mp.Process(target=_concurrent_worker, args=(name, dev.type, iters, profile, threads, barrier,
-                                                                 results)) for _ in range(k)]
+                                                                 results, mode)) for _ in range(k)]
             for p in procs:
                 p.start()
             rates = [results.get() for _ in procs]
@@ -218,5 +237,5 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
             print(f"| {name:<10} | {k:>3} | {threads:>11} | {total:>11.0f} | {total / k:>8.0f} | "
                   f"{total / base:>6.2f} |", flush=True)
     _write_results(out or f"benchmarks/results/concurrent-{dev.type}.json", rows, iters=iters, profile=profile,
-                   device=device_name(dev))
+                   device=device_name(dev), mode=mode)
     return rows

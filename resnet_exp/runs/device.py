@@ -1,17 +1,42 @@
-"""Which device a run uses, and the profile that suits it. Shared by the runner and the
-benchmark, so ``bench`` measures where ``run`` would train."""
+"""Which device a run uses, the profile that suits it, and how many runs share a GPU.
+Shared by the runner and the benchmark, so ``bench`` measures where ``run`` would train."""
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Runs sharing one GPU by default (``run --runs-per-gpu``, ./run_all.sh on CUDA). One run leaves
+# an H200 mostly idle at the paper's batch of 128. Measured there, eager, ResNet-20 (total
+# images/s over one run's, ../shared/gpu-runs/README.md, 2026-12-04): 2 at once 1.55x, 4 at
+# once 2.30x, 8 at once 2.32x: 4 is where it stops paying. With graphed steps the best count
+# is still to be measured (scripts/gpu_check.sh measures K = 1, 2, 4, 8, with and without MPS).
+DEFAULT_RUNS_PER_GPU = 4
+GPU_SHARING_SPEEDUP = {1: 1.0, 2: 1.55, 4: 2.30, 8: 2.32}  # K runs at once: total throughput / one run's
+
+
+def sharing_slowdown(runs_per_gpu: int) -> float:
+    """How much longer each run takes when ``runs_per_gpu`` share a GPU: K over the measured
+    speedup of K runs at once (for a K not measured, that of the largest count below it: no
+    more gain assumed)."""
+    k = max((n for n in GPU_SHARING_SPEEDUP if n <= runs_per_gpu), default=1)
+    return runs_per_gpu / GPU_SHARING_SPEEDUP[k]
 
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available here; use --device auto or cpu")
-    return torch.device(device)
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace, read when CUDA starts in this process
+        # and inherited by the workers: set before any CUDA call, so a recipe's `deterministic`
+        # works in every run (a little more workspace memory otherwise, no change in numbers)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return dev
 
 
 def default_profile(device: torch.device) -> str:

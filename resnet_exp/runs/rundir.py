@@ -95,6 +95,24 @@ def schedule(iterations: int, eval_every: int) -> list[int]:
     return its if its and its[-1] == iterations else its + [iterations]
 
 
+# signals.csv's points (runs/training/signals.py writes it): every evaluation, and more early
+# on, where the picture moves fastest. Here, beside the log's schedule, because the plan's
+# estimate counts them too and planning may not import the training loop.
+EARLY_POINTS = (0, 10, 50, 100, 200)
+PROBE_SIZE = 256  # images a layer-signal measurement runs on: two of the paper's batches
+
+
+def signal_points(iterations: int, eval_every: int) -> list[int]:
+    """The iterations at which a run records its layer signals."""
+    return sorted({p for p in EARLY_POINTS if p <= iterations} | set(schedule(iterations, eval_every)))
+
+
+def probe_size_for(batch_size: int) -> int:
+    """Two of the recipe's batches, at most ``PROBE_SIZE``: 256 for the paper's batch of 128, so
+    a measurement costs about two training steps whatever the recipe."""
+    return min(PROBE_SIZE, 2 * batch_size)
+
+
 class LockHeld(RuntimeError):
     """Another process is training this identity."""
 

@@ -52,7 +52,7 @@ from ...data.cifar10 import Cifar10
 from ...fileio import atomic_write_bytes, is_no_space, no_space_message, observing_writes
 from ..planning.plan import Job
 from ..rundir import IdentityLock, RunDir, RunStatus, sha256_file
-from ..training.train import STOP_FILE_POLL_S
+from ...stopping import STOP_FILE_POLL_S
 from .worker import NO_SPACE, Outcome, WorkerContext, claim_folder, copy_finished, provide_dataset, train_job
 
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
@@ -106,13 +106,28 @@ def _raise(error: dict[str, Any]) -> None:
     raise _from_os_error(error)
 
 
+def run_files(folder: Path) -> list[Path]:
+    """The files of a run folder that travel between a node and the driver: every plain file
+    but the hidden ones (atomic writes' temporaries, locks)."""
+    return [p for p in sorted(folder.glob("*")) if p.is_file() and not p.name.startswith(".")] \
+        if folder.is_dir() else []
+
+
+@dataclasses.dataclass
+class Attempt:
+    """The attempt of a run that owns its folder on the driver: its token and the identity's lock."""
+
+    token: str
+    lock: IdentityLock
+
+
 class DriverFiles:
     """A Ray actor on the driver's node (``num_cpus=0``): the only process that writes the
     driver's results folder for runs that train elsewhere. One per invocation."""
 
     def __init__(self, stop_file: str | None) -> None:
         self.stop_file = stop_file
-        self.attempts: dict[str, tuple[str, IdentityLock]] = {}  # identity -> (token, its lock)
+        self.attempts: dict[str, Attempt] = {}                     # identity -> the attempt that owns it
         self.sent: dict[str, dict[str, list[int]]] = {}           # identity -> file -> [writes, bytes]
 
     def stopping(self) -> bool:
@@ -124,18 +139,17 @@ class DriverFiles:
         folder's files, to resume from}."""
         held = self.attempts.get(job.identity)
         if held is not None:  # Ray retried the task: the earlier attempt's node or process is gone
-            lock = held[1]
+            lock = held.lock
         else:
             lock = job.run.lock(job.identity)
             if not lock.acquire():
                 return {"status": "locked"}
-        self.attempts[job.identity] = (token, lock)
+        self.attempts[job.identity] = Attempt(token, lock)
         try:
             if (reused := claim_folder(job, where)) is not None:
                 self._release(job.identity)
                 return {"status": reused.status, "meta": reused.meta, "reused_from": reused.reused_from}
-            files = {p.name: p.read_bytes() for p in sorted(job.run.path.glob("*"))
-                     if p.is_file() and not p.name.startswith(".")} if job.run.path.is_dir() else {}
+            files = {p.name: p.read_bytes() for p in run_files(job.run.path)}
         except OSError as e:
             self._release(job.identity)
             return {"error": _os_error(e, job.run.path)}
@@ -168,8 +182,8 @@ class DriverFiles:
         self._check(job, token, "")
         try:
             if names is not None:
-                for p in job.run.path.glob("*"):
-                    if p.is_file() and not p.name.startswith(".") and p.name not in names:
+                for p in run_files(job.run.path):
+                    if p.name not in names:
                         p.unlink()
             if status == RunStatus.FINISHED.value:
                 copy_finished(job)
@@ -181,15 +195,15 @@ class DriverFiles:
 
     def _check(self, job: Job, token: str, name: str) -> None:
         held = self.attempts.get(job.identity)
-        if held is None or held[0] != token:
+        if held is None or held.token != token:
             raise StaleAttempt(f"{job.spec.label}: a newer attempt of this run owns its folder")
         if name and (Path(name).name != name or name.startswith(".")):
             raise ValueError(f"{name!r} is not a file name of a run folder")
 
     def _release(self, identity: str) -> None:
-        token_lock = self.attempts.pop(identity, None)
-        if token_lock is not None:
-            token_lock[1].release()
+        held = self.attempts.pop(identity, None)
+        if held is not None:
+            held.lock.release()
 
 
 # --------------------------------------------------------------------------- the node's side
@@ -247,8 +261,7 @@ def train_on_node(job: Job, ctx: WorkerContext, store: Any, payload: dict[str, A
             outcome = train_job(local, dataclasses.replace(ctx, stop_file=str(watcher.local)), where)
         names: list[str] | None = None
         if outcome.status != NO_SPACE:
-            manifest = {p.name: sha256_file(p) or "" for p in local.run.path.glob("*")
-                        if p.is_file() and not p.name.startswith(".")}
+            manifest = {p.name: sha256_file(p) or "" for p in run_files(local.run.path)}
             try:
                 for name in ray.get(store.differing.remote(job, token, manifest)):
                     send(local.run.path / name, (local.run.path / name).read_bytes())

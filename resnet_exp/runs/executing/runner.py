@@ -1,140 +1,44 @@
 """The ``run`` command, in four phases that read top to bottom:
 
     select   experiment files -> validated RunSpecs (every file checked before anything else)
-    plan     RunSpecs + results folder -> Plan (pure: reads, writes nothing; plan.py)
+    plan     one planning pass -> one Invocation: rung, runs, estimates, what is left out
+             (planning/planner.py; reads the results folder, writes nothing)
     execute  the plan's jobs on an executor: local, pool or Ray (executors.py)
     summary  one line per run, read back from its folder
+
+The runner measures what the estimate needs (``training/timing.py``) and hands the numbers
+to the planner; it never calls back into planning once the plan is made.
 
 Results: ``<results>/<experiment>/<run name>-s<seed>-<identity>/`` (rundir.RunDir).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ... import stopping
 from ...data.cifar10 import DatasetError, load_cifar10
-from ...data.loader import eval_batch_size, evaluate
-from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes
-from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
-from ..planning.experiments import RunSpec, check_against_data, select_runs
-from ...models import build_model
-from ..planning.plan import Action, Job, Plan, make_plan
+from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes, human_duration
+from ...models import model_info
+from ..device import DEFAULT_RUNS_PER_GPU, default_profile, pick_device, sharing_slowdown
+from ..planning.budget import Rung, describe, read_record, write_record
+from ..planning.estimate import Estimator
+from ..planning.plan import Action, Plan
+from ..planning.planner import Invocation, Request, plan_invocation, select
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
-from ..training.signals import probe_size_for, signal_points
-from ..training.train import make_optimizer, make_train_step
+from ..training.step import step_mode
+from ..training.timing import time_step_cost
+from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .worker import NO_SPACE, Outcome, WorkerContext
-from ..planning.budget import Choice, describe, keep_choice, load_ladder, read_record, write_record
-from ..device import default_profile, pick_device
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
-
-
-# --------------------------------------------------------------------------- estimate
-@dataclass(frozen=True)
-class StepCost:
-    """One model's costs here, measured: seconds per training step of a batch, and per test
-    image evaluated (``evaluate``'s batches, eval mode, no gradients)."""
-
-    step_s: float
-    eval_image_s: float
-
-
-def seconds_per_call(call: Any, budget_s: float) -> float:
-    """Mean seconds of ``call()`` (which must wait for the device) after one warm-up call,
-    over at least two calls or ``budget_s``."""
-    call()
-    n, t0 = 0, time.perf_counter()
-    while n < 2 or time.perf_counter() - t0 < budget_s:
-        call()
-        n += 1
-    return (time.perf_counter() - t0) / n
-
-
-def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5) -> float:
-    """Seconds per training step of one model here, measured on random images after one
-    warm-up step, for at least two steps or ``budget_s``."""
-    from ..planning.experiments import load_profiles
-
-    model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
-    step = make_train_step(model, make_optimizer(model, load_profiles()["paper"], device))
-    x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    return seconds_per_call(lambda: step(x, y)[0].item(), budget_s)
-
-
-def time_per_eval_image(model_name: str, device: torch.device, budget_s: float = 0.5) -> float:
-    """Seconds per test image evaluated by one model here: ``evaluate`` over one of its
-    batches of random images, after one warm-up batch, at least twice or for ``budget_s``.
-    Measured, not assumed: on a CPU it ranged from a quarter of a training image's time to more
-    than a whole one with the batch size and the cache (benchmarks/eval_batch.py)."""
-    model = build_model(model_name).to(device).to(memory_format=torch.channels_last)
-    n_images = eval_batch_size(device)
-    x = torch.randn(n_images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (n_images,), device=device)
-    return seconds_per_call(lambda: evaluate(model, x, y)[1].item(), budget_s) / n_images
-
-
-def time_step_cost(model_name: str, batch_size: int, device: torch.device) -> StepCost:
-    return StepCost(time_per_step(model_name, batch_size, device), time_per_eval_image(model_name, device))
-
-
-class Estimator:
-    """Time of runs here: each distinct model's training step and evaluation are timed
-    (``time_step_cost``); a layer-signals measurement (a forward and a backward pass of the
-    probe batch) costs as much as training on it. ``scaled`` estimates models not timed from
-    the timed ones' seconds per FLOP."""
-
-    def __init__(self, device: torch.device, n_test: int) -> None:
-        self.device, self.n_test = device, n_test
-        self.costs: dict[tuple[str, int], StepCost] = {}
-
-    def _run_seconds(self, job: Job, cost: StepCost) -> float:
-        r = job.spec.recipe
-        test_images = (r.test_per_class * 10) if r.test_per_class else self.n_test
-        evals = job.remaining_iterations // r.eval_every + 1
-        # The signals: 21 measurements on the short rungs, about 10 % of a 1/128 run, 2.5 % of a
-        # 1/32 one; left out, the estimate fell 14 % short at 1/128 (README, "The CPU default").
-        start = r.iterations - job.remaining_iterations
-        signals = sum(p >= start for p in signal_points(r.iterations, r.eval_every))
-        steps = job.remaining_iterations + signals * probe_size_for(r.batch_size) / r.batch_size
-        return cost.step_s * steps + cost.eval_image_s * evals * (test_images + r.val_split)
-
-    def timed(self, jobs: list[Job]) -> dict[Job, float]:
-        out = {}
-        for job in jobs:
-            key = (job.spec.model, job.spec.recipe.batch_size)
-            if key not in self.costs:
-                self.costs[key] = time_step_cost(*key, self.device)
-            out[job] = self._run_seconds(job, self.costs[key])
-        return out
-
-    def scaled(self, jobs: list[Job]) -> float:
-        """Total seconds, by FLOPs from the models timed so far (timing one more if none)."""
-        from ...models import model_info
-
-        if not jobs:
-            return 0.0
-        if not self.costs:
-            self.timed(jobs[:1])
-        flops = functools.lru_cache(maxsize=None)(lambda m: model_info(m)["flops"])
-
-        def median(values: list[float]) -> float:
-            return sorted(values)[len(values) // 2]
-
-        # seconds per (forward FLOP x image), the median over the models timed
-        step_rate = median([c.step_s / (flops(m) * b) for (m, b), c in self.costs.items()])
-        eval_rate = median([c.eval_image_s / flops(m) for (m, _), c in self.costs.items()])
-        return sum(self._run_seconds(j, StepCost(step_rate * flops(j.spec.model) * j.spec.recipe.batch_size,
-                                                 eval_rate * flops(j.spec.model))) for j in jobs)
 
 
 def busy_cpus(sample_s: float = 0.3) -> float:
@@ -153,40 +57,54 @@ def busy_cpus(sample_s: float = 0.3) -> float:
     return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
-def fmt_time(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
-
-
 # --------------------------------------------------------------------------- run
 @dataclass(frozen=True)
 class ExecutorChoice:
-    """How to execute: ``local`` (sequential), ``pool`` (``workers`` or ``gpus``), ``ray``."""
+    """How to execute: ``local`` (sequential), ``pool`` (``workers`` or ``gpus``), ``ray``, or
+    ``auto``: on CUDA a pool over every GPU with ``runs_per_gpu`` runs on each (default
+    ``device.DEFAULT_RUNS_PER_GPU``: one run leaves a GPU mostly idle), elsewhere local."""
 
-    kind: str = "local"
+    kind: str = "auto"
     workers: int = 1
     gpus: str | None = None
-    runs_per_gpu: int = 1
+    runs_per_gpu: int | None = None  # None: DEFAULT_RUNS_PER_GPU on a GPU pool, 1 on Ray
     ray_address: str | None = None
     ray_storage: str = "auto"   # ray: "shared", "driver" (files back through Ray) or "auto" (ray_storage.py)
     cpus_per_run: float = 1
     threads: int | None = None  # torch threads per run; None: the CPUs split between the slots
 
+    def resolved(self, device: torch.device) -> "ExecutorChoice":
+        """``auto`` and the default runs per GPU made concrete for this device."""
+        kind = self.kind
+        if kind == "auto":
+            kind = "pool" if (device.type == "cuda" or self.gpus or self.workers > 1) else "local"
+        per_gpu = self.runs_per_gpu or (1 if kind == "ray" else DEFAULT_RUNS_PER_GPU)
+        return ExecutorChoice(kind, self.workers, self.gpus, per_gpu, self.ray_address, self.ray_storage,
+                              self.cpus_per_run, self.threads)
+
     def build(self, device: torch.device, progress: bool) -> tuple[Executor, int]:
-        """The executor and its number of concurrent slots."""
+        """The executor and its number of concurrent slots (call on a ``resolved`` choice)."""
+        per_gpu = self.runs_per_gpu or 1
         if self.kind == "ray":
             from .ray_executor import RayExecutor
 
-            return RayExecutor(self.ray_address, self.runs_per_gpu, self.cpus_per_run, self.threads, progress,
+            return RayExecutor(self.ray_address, per_gpu, self.cpus_per_run, self.threads, progress,
                                storage=self.ray_storage), 0
         if self.kind == "pool" or self.gpus or self.workers > 1:
             if self.gpus:
-                slots = gpu_slots(self.gpus, self.runs_per_gpu, self.threads)
+                slots = gpu_slots(self.gpus, per_gpu, self.threads)
             elif device.type == "cuda":
-                slots = gpu_slots("all", self.runs_per_gpu, self.threads)
+                slots = gpu_slots("all", per_gpu, self.threads)
             else:
                 slots = cpu_slots(self.workers, self.threads)
             return PoolExecutor(slots, progress), len(slots)
         return LocalExecutor(self.threads), 1
+
+    def slowdown(self, device: torch.device, slots: int) -> float:
+        """How much longer each run takes beside the others of its device (the estimate's
+        sharing factor): measured for runs sharing a GPU (device.py); on a CPU the slots split
+        the cores, each timed step already had them all, so 1 (the plan says "if they scale")."""
+        return sharing_slowdown(self.runs_per_gpu or 1) if device.type == "cuda" and slots > 1 else 1.0
 
 
 def run_experiments(files: list[str], profile: str | None = None, only: list[str] | None = None,
@@ -194,41 +112,42 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
                     include_opt_in: bool = False, dry_run: bool = False, progress: bool = True,
                     data_dir: str | Path = "data", executor: ExecutorChoice = ExecutorChoice(),
                     estimate: bool = True, left_out: list[str] | None = None, left_out_hint: str = "",
-                    retrain_damaged: bool = False, budget: float | None = None) -> int:
+                    retrain_damaged: bool = False, budget: float | None = None,
+                    known_to_show: Callable[[Rung], str] | None = None) -> int:
     """The `run` command. Returns the exit code: 0 when every run finished or diverged,
     1 when one failed, 130 when interrupted.
 
     ``left_out``: experiment files this invocation leaves out on purpose (run_all.sh's CPU
     default); the plan says what they are, what they would cost here, and ``left_out_hint``
     (the flag that runs them). ``budget`` (seconds): the longest rung of the ladder whose
-    estimate fits chooses the profile (budget.py); an explicit ``profile`` wins over it."""
+    estimate fits chooses the profile (budget.py); an explicit ``profile`` wins over it.
+    ``known_to_show``: what a rung's committed reference showed, in words (the command line
+    hands in ``reporting.claims.known_to_show``; the plan prints it beside the rung)."""
     dev = pick_device(device)
-    budget = None if profile else budget
-    profile = profile or (load_ladder()[0].profile if budget else default_profile(dev))
-    specs = select_runs(files, profile, only, include_opt_in)
+    request = Request(tuple(files), tuple(only) if only else None, include_opt_in, profile,
+                      None if profile else budget, tuple(left_out or ()), retrain_damaged)
+    selection = select(request, default_profile(dev))  # every file and row checked first
 
     stopping.pause_for_test("data")
     prov = load_data(data, data_dir, results, dry_run)
-    check_against_data(specs, prov["n_train"], prov["n_test"])
-
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
+    executor = executor.resolved(dev)
     runner, slots = executor.build(dev, progress)
-    estimator = Estimator(dev, prov["n_test"])
-    if budget:
-        choice = pick_rung(files, only, include_opt_in, budget, results_dir, prov["sha256"], estimator, slots,
-                           dry_run)
-        profile = choice.rung.profile
-        specs = select_runs(files, profile, only, include_opt_in)
-    plan = make_plan(specs, results_dir, prov["sha256"], retrain_damaged)
+    estimator = Estimator(lambda model, batch: time_step_cost(model, batch, dev), prov["n_test"])
     stopping.pause_for_test("plan")  # before the models are timed for the estimate
-    eta = estimator.timed(plan.jobs) if (estimate and plan.jobs) else {}
-    print_plan(plan, eta, profile, dev, executor, slots)
-    if left_out:
-        left = plan_left_out(specs, select_runs(left_out, profile, None, include_opt_in), results_dir,
-                             prov["sha256"])
-        print_left_out(left, estimator if estimate else None, left_out_hint)
+    inv = plan_invocation(selection, results_dir, prov, estimator if (estimate or request.budget_s) else None,
+                          slots, executor.slowdown(dev, slots), read_record(results_dir))
+    plan = inv.plan
+    if inv.choice is not None:
+        print("\n" + "\n".join(describe(inv.choice, request.budget_s,
+                                           known_to_show(inv.choice.rung) if known_to_show else None)))
+        if not dry_run:
+            write_record(results_dir, request.budget_s, selection.rows, inv.choice.rung)
+    print_plan(inv, dev, executor)
+    if inv.left_out is not None:
+        print_left_out(inv, left_out_hint)
         if not dry_run:  # so the reports can tell runs left out on purpose from runs really missing
-            record_left_out(results_dir, left, left_out_hint)
+            record_left_out(results_dir, inv.left_out, left_out_hint)
     if dry_run:
         warn_if_short_of_space(plan, results_dir)
         return 0
@@ -272,28 +191,6 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
-def pick_rung(files: list[str], only: list[str] | None, include_opt_in: bool, budget: float, results: Path,
-              dataset_sha256: str, estimator: Estimator, slots: int, dry_run: bool) -> Choice:
-    """The budget's rung (budget.py): every rung planned and estimated for the selected rows
-    (each model timed once: the estimate of a rung is what is left to train on it), then the
-    rule that keeps a rerun on its rung; printed."""
-    estimates, unfinished, rows = [], {}, None
-    for rung in load_ladder():
-        specs = select_runs(files, rung.profile, only, include_opt_in)
-        rows = rows or sorted({f"{s.experiment}/{s.name}-s{s.seed}" for s in specs})  # the same on every rung
-        plan = make_plan(specs, results, dataset_sha256)
-        pending = [p for p in plan.runs if p.action in (Action.RESUME, Action.RETRY) and p.done_iterations]
-        if pending:
-            unfinished[rung.profile] = len(pending)
-        # what is left to train on this rung (finished runs cost nothing), spread over the slots
-        estimates.append((rung, sum(estimator.timed(plan.jobs).values()) / max(slots, 1)))
-    choice = keep_choice(estimates, budget, unfinished, read_record(results), rows)
-    print("\n" + "\n".join(describe(choice, budget)))
-    if not dry_run:
-        write_record(results, budget, rows, choice.rung)
-    return choice
-
-
 def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: bool) -> dict[str, Any]:
     """Load (and on first use decode and cache) the dataset; print and return its provenance."""
     try:
@@ -305,15 +202,6 @@ def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: boo
     if prov.get("warning"):
         print(f"[data] WARNING: {prov['warning']}")
     return prov
-
-
-def plan_left_out(specs: list[RunSpec], left: list[RunSpec], results: Path, dataset_sha256: str) -> Plan:
-    """The plan of the left-out runs as if they came after this invocation's: what this
-    invocation trains, they reuse, and it is not counted twice."""
-    both = make_plan(specs + left, results, dataset_sha256)
-    mine = {id(s) for s in left}
-    return Plan([p for p in both.runs if id(p.spec) in mine], results, dataset_sha256,
-                [j for j in both.jobs if id(j.spec) in mine])
 
 
 def record_left_out(results: Path, left: Plan, hint: str) -> None:
@@ -329,8 +217,6 @@ def space_needed(plan: Plan) -> int:
     """Bytes the plan's jobs write, roughly: every run's final weights (fp32) and, at its
     peak, one run's checkpoint (weights and momentum) twice over (the atomic write's
     temporary copy beside the old file)."""
-    from ...models import model_info
-
     per_model = {m: model_info(m)["params"] for m in {j.spec.model for j in plan.jobs}}  # each model once
     params = [per_model[j.spec.model] for j in plan.jobs]
     return sum(4 * n for n in params) + max((16 * n for n in params), default=0) + (1 << 20) * len(params)
@@ -362,10 +248,10 @@ def check_writable(results: Path) -> None:
                                  "was trained. Fix its permissions or free space, or pass --results DIR") from None
 
 
-def print_plan(plan: Plan, eta: dict[Job, float], profile: str, device: torch.device,
-               executor: ExecutorChoice, slots: int) -> None:
-    by_run = {j.run: eta[j] for j in eta}
-    print(f"\nPlan: profile {profile}, device {device}, executor {executor.kind}"
+def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) -> None:
+    plan, slots = inv.plan, inv.slots
+    by_run = {j.run: s for j, s in inv.eta.items()}
+    print(f"\nPlan: profile {inv.profile}, device {device}, executor {executor.kind}"
           f"{f' ({slots} at a time)' if slots > 1 else ''}, results in {plan.results}/")
     for p in plan.runs:
         what = p.action.value
@@ -373,33 +259,40 @@ def print_plan(plan: Plan, eta: dict[Job, float], profile: str, device: torch.de
             what += f" {p.source.key}"
         elif p.done_iterations:
             what += f" at {p.done_iterations}"
-        extra = f"~{fmt_time(by_run[p.run])}" if p.run in by_run else ""
+        extra = f"~{human_duration(by_run[p.run])}" if p.run in by_run else ""
         print(f"  {p.spec.experiment + '/' + p.spec.name:<32} seed {p.spec.seed:<3} "
               f"{p.spec.recipe.iterations:>6} it  {what:<36} {extra}")
     for p in plan.damaged:
         fix = "moved aside and trained again" if p.action == Action.RETRAIN else RETRAIN_HINT
         print(f"  DAMAGED {p.run.path}: {p.problems}. Fix: {fix}")
-    total = sum(eta.values())
     print(f"  {len(plan.jobs)} to train, {plan.count(Action.REUSE, Action.SAME_AS)} reused from an identical run, "
           f"{plan.count(Action.FINISHED, Action.DIVERGED)} already done"
           + (f", {plan.count(Action.DAMAGED)} damaged (not trained)" if plan.count(Action.DAMAGED) else ""))
+    for mode in dict.fromkeys(step_mode(j.spec.recipe, device) for j in plan.jobs):
+        print(f"  step: {mode}")
     if device.type == "cpu" and (busy := busy_cpus()) >= 1:
         print(f"  NOTE: {busy:.1f} of this machine's {os.cpu_count()} CPUs are busy with other work. "
               "Training threads then wait for cores and can run several times slower (resnet110 at batch 32 "
               "on 2 cores: 0.31 s a step alone, 1.62 s beside two busy processes with 2 threads, 0.84 s with "
               "1). On a shared machine try --threads 1; results depend on the thread count, so keep it fixed.")
-    if eta:
-        wall = f"; about {fmt_time(total / slots)} with {slots} at a time if they scale" if slots > 1 else ""
-        print(f"  ESTIMATED TIME: {fmt_time(total)} of training on {device}{wall} "
+    if inv.eta:
+        if slots > 1:
+            how = (f"runs sharing a GPU measured at {sharing_slowdown(executor.runs_per_gpu or 1):.2f}x slower "
+                   "each (device.py)" if device.type == "cuda" else "if they scale")
+            wall = f"; the whole job about {human_duration(inv.job_s or 0)} with {slots} at a time ({how})"
+        else:
+            wall = ""
+        print(f"  ESTIMATED TIME: {human_duration(inv.total_s)} of training on {device}{wall} "
               f"(each model timed here for a few steps)\n")
 
 
-def print_left_out(plan: Plan, estimator: Estimator | None, hint: str) -> None:
+def print_left_out(inv: Invocation, hint: str) -> None:
     """What this default leaves out here, what it would cost, and how to run it anyway."""
+    plan = inv.left_out
     files = ", ".join(f"{e} ({n} runs)" for e, n in
                       sorted({p.spec.experiment: sum(q.spec.experiment == p.spec.experiment for q in plan.runs)
                               for p in plan.runs}.items()))
-    cost = f"; they would take about {fmt_time(estimator.scaled(plan.jobs))} here" if estimator else ""
+    cost = f"; they would take about {human_duration(inv.left_out_s)} here" if inv.left_out_s is not None else ""
     todo = f"{len(plan.jobs)} to train, {len(plan.runs) - len(plan.jobs)} already done or reused"
     print(f"  LEFT OUT on this device: {files}: {todo}{cost} (scaled by FLOPs from the models timed above)."
           f"{' Run them anyway with ' + hint if hint else ''}\n")
@@ -417,7 +310,7 @@ def print_summary(plan: Plan, outcomes: list[Outcome]) -> None:
         fmt = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
         print(f"  {p.spec.label:<34} {status:<12} {meta.get('iteration', '-')!s:>6} "
               f"{fmt(final.get('train_error')):>11} {fmt(final.get('test_error')):>10} "
-              f"{fmt_time(meta.get('wall_time_s') or 0):>9}")
+              f"{human_duration(meta.get('wall_time_s') or 0):>9}")
     # meta's wall_time_s counts the optimizer steps alone, over all attempts: on a CPU the
     # evaluations, layer signals, checkpoints and responses add 37-42 % on the quick rung (a
     # fresh-clone ./run_all.sh, 2026-12-02: started-to-finished over wall_time_s)

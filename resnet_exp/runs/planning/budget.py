@@ -24,12 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
+from ...fileio import atomic_write_json, human_duration
+from .ladder import Rung
 
-from ...fileio import atomic_write_json
-
-LADDER_FILE = Path(__file__).with_name("ladder.yaml")
-REPO = Path(__file__).resolve().parents[3]
 BUDGET_FILE = ".budget.json"
 _UNITS = {"h": 3600, "m": 60, "s": 1}
 
@@ -50,25 +47,6 @@ def parse_budget(text: str) -> float:
     if seconds <= 0:
         raise BudgetError(f"--budget {text!r}: must be more than zero")
     return seconds
-
-
-@dataclass(frozen=True)
-class Rung:
-    profile: str
-    fraction: str            # of the paper's 64k iterations: "1/128" ... "1"
-    reference: str | None = None  # committed run folders of this rung, relative to the repository
-
-    @property
-    def caption(self) -> str:
-        return "the paper's schedule" if self.fraction == "1" else f"{self.fraction} of the paper's schedule"
-
-
-def load_ladder(path: Path = LADDER_FILE) -> list[Rung]:
-    return [Rung(r["profile"], str(r["fraction"]), r.get("reference")) for r in yaml.safe_load(path.read_text())]
-
-
-def rung_of(profile: str | None) -> Rung | None:
-    return next((r for r in load_ladder() if r.profile == profile), None)
 
 
 @dataclass(frozen=True)
@@ -121,31 +99,20 @@ def write_record(results: Path, budget_s: float, rows: list[str], rung: Rung) ->
     atomic_write_json(results / BUDGET_FILE, {"budget_s": budget_s, "rows": rows, "profile": rung.profile})
 
 
-def known_to_show(rung: Rung) -> str:
-    """Which of the paper's claims this rung showed, from its committed reference runs
-    (computed with claims.py), or that none is committed."""
-    ref = REPO / rung.reference if rung.reference else None
-    if ref is None or not ref.is_dir():
-        return "no committed measurement of this rung yet"
-    from ...reporting.claims import UNCHECKED, claims_for
-
-    claims, notes = claims_for(ref)
-    shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
-    return f"{shown or 'nothing checkable'} (committed reference {rung.reference})"
-
-
-def describe(choice: Choice, budget_s: float) -> list[str]:
-    from ..executing.runner import fmt_time
-
-    lines = [f"BUDGET {fmt_time(budget_s)}: rung {choice.rung.profile} ({choice.rung.caption}), estimated "
-             f"{fmt_time(choice.estimate_s)} of training here"]
+def describe(choice: Choice, budget_s: float, known_to_show: str | None = None) -> list[str]:
+    """The plan's lines about the budget's choice. ``known_to_show``: what the rung's committed
+    reference showed, in words; the reports compute it (``reporting/claims.py``) and the
+    command line on top hands it down, so that planning never imports the reports."""
+    lines = [f"BUDGET {human_duration(budget_s)}: rung {choice.rung.profile} ({choice.rung.caption}), estimated "
+             f"{human_duration(choice.estimate_s)} of training here"]
     if choice.kept:
         lines[0] += f"; kept: {choice.kept}"
     if not choice.fits:
-        lines.append(f"  even the shortest rung does not fit the budget (estimate {fmt_time(choice.estimate_s)}); "
+        lines.append(f"  even the shortest rung does not fit the budget (estimate {human_duration(choice.estimate_s)}); "
                      "training it anyway")
     if choice.next_rung is not None and choice.next_estimate_s is not None:
         lines.append(f"  next rung {choice.next_rung.profile} ({choice.next_rung.caption}) would take about "
-                     f"{fmt_time(choice.next_estimate_s)}")
-    lines.append(f"  this rung is known to show: {known_to_show(choice.rung)}")
+                     f"{human_duration(choice.next_estimate_s)}")
+    if known_to_show is not None:
+        lines.append(f"  this rung is known to show: {known_to_show}")
     return lines

@@ -96,6 +96,10 @@ class Recipe(BaseModel):
     precision: Literal["fp32", "bf16"] = Field(description="fp32, or bf16 autocast (GPU speed-up)")
     eval_every: int = Field(ge=1, description="iterations between log lines (test evaluations)")
     checkpoint_every_s: float = Field(ge=0, description="seconds of training between checkpoints")
+    cuda_graph: bool = Field(description="on CUDA, capture the step in a CUDA graph and replay it "
+                                         "(runs/training/step.py); the same numbers, a third of the host time")
+    deterministic: bool = Field(description="PyTorch's deterministic algorithms (cuDNN, cuBLAS): a GPU rerun "
+                                            "or resume of one seed gives identical logs, at a cost in speed")
 
     @field_validator("milestones")
     @classmethod
@@ -125,7 +129,10 @@ class Recipe(BaseModel):
         return d
 
 
-NOT_IDENTITY = {"checkpoint_every_s"}
+# How a run is trained, not what it computes: a graphed step replays the eager step's kernels,
+# and a deterministic run is one more sample of the same recipe (on a CPU, the same numbers).
+# Runs that differ only in these share an identity, so either reuses the other's results.
+NOT_IDENTITY = {"checkpoint_every_s", "cuda_graph", "deterministic"}
 RECIPE_FIELDS = tuple(Recipe.model_fields)
 
 

@@ -10,6 +10,10 @@
     on_end(ctx, status)      the loop ended (finished, diverged); for a finished run, return the
                              results files to checksum in meta.json
 
+A callback that keeps state across a resume returns it from ``state_dict()`` and takes it
+back in ``load_state_dict()``, as Lightning's callbacks do: it travels in the checkpoint with
+the loop's own state (``train.LoopState``). The loop's default list is ``train.default_callbacks``.
+
 A callback must not change the training: no RNG draw from the training streams, no change
 to a parameter, a buffer or the optimizer, no ``.grad`` left behind (``signals.py`` shows
 how). Time a callback spends is not training time: the loop subtracts it from the timed
@@ -56,11 +60,11 @@ class Callback:
     def on_end(self, ctx: LoopContext, status: RunStatus) -> list[Path]:
         return []
 
+    def state_dict(self) -> dict[str, Any]:
+        """What this callback must carry across a resume; saved in every checkpoint (under
+        its class name) and handed back to ``load_state_dict`` before ``on_start``. Empty
+        (the default) saves nothing."""
+        return {}
 
-def default_callbacks() -> list[Callback]:
-    """What every run records: the layer signals (signals.csv) during training, and the
-    layer responses of Figure 7 (responses.csv) from the final weights."""
-    from .responses import ResponsesCallback
-    from .signals import SignalRecorder
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    return [SignalRecorder(), ResponsesCallback()]

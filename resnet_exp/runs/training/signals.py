@@ -36,7 +36,9 @@ run's. A finished run records the file's sha256 like log.csv's (``RunDir.check``
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from typing import Any
 
 import torch
@@ -45,17 +47,11 @@ from torch import nn
 
 from ...fileio import atomic_write_text
 from .callbacks import Callback, LoopContext
-from ..rundir import RunDir, RunStatus, schedule
+from ..rundir import EARLY_POINTS, PROBE_SIZE, RunDir, RunStatus, probe_size_for, signal_points
 
-PROBE_SIZE = 256
 PROBE_SEED = 0
-EARLY_POINTS = (0, 10, 50, 100, 200)
 COLUMNS = ["iteration", "layer", "name", "grad_norm", "weight_norm", "response_std"]
-
-
-def signal_points(iterations: int, eval_every: int) -> list[int]:
-    """The iterations at which a run records its signals."""
-    return sorted({p for p in EARLY_POINTS if p <= iterations} | set(schedule(iterations, eval_every)))
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # what normalises a layer
 
 
 def probe_indices(n_train: int, size: int = PROBE_SIZE, seed: int = PROBE_SEED) -> torch.Tensor:
@@ -78,7 +74,7 @@ class LayerProbe:
                 if pending is not None:  # no BN between two layers: the layer's own output
                     self._add(*pending, pending[1])
                 pending = (name, module)
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and pending is not None:
+            elif isinstance(module, BATCH_NORMS) and pending is not None:
                 self._add(*pending, module)
                 pending = None
         if pending is not None:
@@ -114,26 +110,30 @@ class LayerProbe:
                 for b, s in zip(buffers, saved):
                     b.copy_(s)
             model.train(was_training)
-        grad_norms = torch.stack(torch._foreach_norm(list(grads)))  # one kernel for all layers
         with torch.no_grad():
-            weight_norms = torch.stack(torch._foreach_norm([w.detach() for w in self.weights]))
+            grad_norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            weight_norms = torch.stack([torch.linalg.vector_norm(w) for w in self.weights])
         values = torch.stack([grad_norms.float(), weight_norms.float(),
                               torch.stack([stds[i] for i in range(len(self.names))])]).cpu().tolist()
         return dict(zip(("grad_norm", "weight_norm", "response_std"), values))
 
 
-def probe_size_for(batch_size: int) -> int:
-    """Two of the recipe's batches, at most ``PROBE_SIZE``: 256 for the paper's batch of 128."""
-    return min(PROBE_SIZE, 2 * batch_size)
-
-
 class SignalRecorder(Callback):
-    """Writes ``signals.csv`` (see the module's docstring)."""
+    """Writes ``signals.csv`` (see the module's docstring). Its state, the rows recorded so
+    far, goes into every checkpoint (``state_dict``), so a resumed run goes on from exactly
+    the rows its checkpoint covers."""
 
     def __init__(self, probe_size: int | None = None, probe_seed: int = PROBE_SEED) -> None:
         self.probe_size, self.probe_seed = probe_size, probe_seed
-        self.lines: list[str] = []
+        self.rows: list[dict[str, Any]] = []
         self.points: set[int] = set()
+        self.restored = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows, self.restored = list(state["rows"]), True
 
     def on_start(self, ctx: LoopContext) -> None:
         size = self.probe_size or probe_size_for(ctx.batch_size)
@@ -141,9 +141,12 @@ class SignalRecorder(Callback):
         self.x, self.y = ctx.splits.train_x[idx], ctx.splits.train_y[idx]
         self.probe = LayerProbe(ctx.model)
         self.points = set(signal_points(ctx.iterations, ctx.eval_every))
-        self.lines = [line for line in _data_lines(ctx.run) if _iteration(line) < ctx.start] if ctx.start else []
+        if not ctx.start:
+            self.rows = []
+        elif not self.restored:  # a checkpoint written before recorders kept state: the file's rows it covers
+            self.rows = _rows_before(ctx.run, ctx.start)
         recorded_from = ctx.meta.get("signals", {}).get("from_iteration", 0) if ctx.start else 0
-        if ctx.start and not self.lines and ctx.start > min(self.points):
+        if ctx.start and not self.rows and ctx.start > min(self.points):
             recorded_from = ctx.start  # a run begun before signals were recorded: from here on
         ctx.meta["signals"] = {"file": ctx.run.signals_path.name, "probe_images": len(idx),
                                "probe_seed": self.probe_seed, "from_iteration": recorded_from,
@@ -155,10 +158,13 @@ class SignalRecorder(Callback):
 
     def record(self, ctx: LoopContext, iteration: int) -> None:
         m = self.probe.measure(ctx.model, self.x, self.y)
-        for i, name in enumerate(self.probe.names):
-            self.lines.append(f"{iteration},{i + 1},{name},{m['grad_norm'][i]!r},{m['weight_norm'][i]!r},"
-                              f"{m['response_std'][i]!r}\n")
-        atomic_write_text(ctx.run.signals_path, ",".join(COLUMNS) + "\n" + "".join(self.lines))
+        self.rows += [{"iteration": iteration, "layer": i + 1, "name": name, **{k: m[k][i] for k in COLUMNS[3:]}}
+                      for i, name in enumerate(self.probe.names)]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(ctx.run.signals_path, buf.getvalue())
 
     def on_checkpoint(self, ctx: LoopContext, iteration: int) -> dict[str, str]:
         prefix = ctx.run.signals_prefix(iteration)
@@ -167,20 +173,12 @@ class SignalRecorder(Callback):
     def on_end(self, ctx: LoopContext, status: RunStatus) -> list:
         if status != RunStatus.FINISHED:
             return []
-        if ctx.iterations in self.points and not any(_iteration(line) == ctx.iterations for line in self.lines):
+        if ctx.iterations in self.points and not any(int(r["iteration"]) == ctx.iterations for r in self.rows):
             self.record(ctx, ctx.iterations)
         return [ctx.run.signals_path] if ctx.run.signals_path.exists() else []
 
 
-def _data_lines(run: RunDir) -> list[str]:
-    try:
-        return run.signals_path.read_text().splitlines(keepends=True)[1:]
-    except (OSError, UnicodeDecodeError):
-        return []
-
-
-def _iteration(line: str) -> int:
-    try:
-        return int(line.split(",", 1)[0])
-    except ValueError:
-        return -1
+def _rows_before(run: RunDir, iteration: int) -> list[dict[str, Any]]:
+    """signals.csv's rows before ``iteration``, as written (``RunDir.signals_prefix``)."""
+    prefix = run.signals_prefix(iteration)
+    return list(csv.DictReader(io.StringIO(prefix.decode()))) if prefix else []

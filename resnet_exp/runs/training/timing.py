@@ -1,0 +1,56 @@
+"""What one model costs here, measured: a training step (the step the loop will run, graphed
+on CUDA) and an evaluated test image. The plan's estimate (``planning/estimate.py``) is
+built from these numbers; it receives them, it does not time anything itself."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ...data.loader import eval_batch_size, evaluate
+from ...models import build_model
+from ..planning.estimate import StepCost
+from ..planning.experiments import load_profiles
+from .step import EAGER_STEPS, make_optimizer, make_stepper
+
+
+def seconds_per_call(call: Callable[[], object], budget_s: float, warm_calls: int = 1) -> float:
+    """Mean seconds of ``call()`` (which must wait for the device) after ``warm_calls``
+    untimed calls, over at least two calls or ``budget_s``."""
+    for _ in range(warm_calls):
+        call()
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < budget_s:
+        call()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5) -> float:
+    """Seconds per training step of one model here, on random images: the paper's recipe's
+    step as the loop runs it (replayed from a CUDA graph where it would be), timed after its
+    eager steps and capture, for at least two steps or ``budget_s``."""
+    recipe = load_profiles()["paper"]
+    model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
+    step, _ = make_stepper(model, make_optimizer(model, recipe, device), recipe, device)
+    x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    return seconds_per_call(lambda: step(x, y, recipe.lr)[0].item(), budget_s, warm_calls=EAGER_STEPS + 1)
+
+
+def time_per_eval_image(model_name: str, device: torch.device, budget_s: float = 0.5) -> float:
+    """Seconds per test image evaluated by one model here: ``evaluate`` over one of its
+    batches of random images, after one warm-up batch, at least twice or for ``budget_s``.
+    Measured, not assumed: on a CPU it ranged from a quarter of a training image's time to more
+    than a whole one with the batch size and the cache (benchmarks/eval_batch.py)."""
+    model = build_model(model_name).to(device).to(memory_format=torch.channels_last)
+    n_images = eval_batch_size(device)
+    x = torch.randn(n_images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (n_images,), device=device)
+    return seconds_per_call(lambda: evaluate(model, x, y)[1].item(), budget_s) / n_images
+
+
+def time_step_cost(model_name: str, batch_size: int, device: torch.device) -> StepCost:
+    return StepCost(time_per_step(model_name, batch_size, device), time_per_eval_image(model_name, device))

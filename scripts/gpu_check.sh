@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# The one prepared check a GPU machine runs first (about 9 minutes, no network):
+#
+#   bash scripts/gpu_check.sh DATA OUT_DIR              # on a CUDA machine
+#   bash scripts/gpu_check.sh --cpu DATA OUT_DIR        # every step on the CPU, tiny sizes (a dry run)
+#   bash scripts/gpu_check.sh --continue PARTS DATA OUT_DIR   # only step 3, resumed from a first call's parts
+#
+# DATA: a CIFAR-10 folder or archive (e.g. cifar10-jpeg-q75.tar.gz). OUT_DIR receives at most 8
+# files, each under 15 MB, written as the check goes (a call cut short still returns what it had):
+#   check.log            everything printed
+#   check.json           the verdicts of step 1, with the numbers behind them
+#   bench.json           step 2: ms per step, eager / graph / graph-bf16 / textbook
+#   concurrent.json      step 2: K runs at once on the GPU (graphed), K = 1, 2, 4, 8
+#   concurrent-mps.json  the same with the CUDA MPS daemon (where nvidia-cuda-mps-control exists)
+#   paper.tar.gz.part-*  step 3's results folder, checkpoints included (at most 3 parts)
+#
+# Steps:
+#   1. correctness: 300 steps of ResNet-20 and plain-56, eager against graph (identical under
+#      `deterministic`; without it, the difference is compared with eager's own run-to-run
+#      spread); deterministic mode: two runs of one seed and a resumed one give identical logs;
+#      a smoke run of Figure 1; SIGTERM during a graphed run, then resume
+#   2. speed: `bench` of resnet20, resnet56, resnet110 (eager, graph, graph-bf16 columns), and K
+#      runs at once with and without MPS
+#   3. with the time left: the `paper` profile of plain-20, plain-56, ResNet-20 and ResNet-56 at
+#      once, stopped by SIGTERM in time to pack its results; `--continue` resumes them
+#
+# Needs: torch, torchvision, numpy, pandas, scipy, pyyaml, pydantic, filelock, tqdm, pillow,
+# importable (the package itself from this checkout: PYTHONPATH is set here).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+MODE=gpu
+PARTS=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --cpu|--dry-run) MODE=cpu; shift ;;
+        --continue) PARTS="${2:?--continue needs the folder holding the paper.tar.gz.part-* files of a first call}"; shift 2 ;;
+        --*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+[ $# -eq 2 ] || { echo "usage: bash scripts/gpu_check.sh [--cpu] [--continue PARTS] DATA OUT_DIR (see --help)" >&2; exit 2; }
+DATA="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+OUT_DIR="$2"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+LIMIT="${GPU_CHECK_LIMIT_S:-530}"  # seconds for the whole check, packing included
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+exec > >(tee -a "$OUT_DIR/check.log") 2>&1
+say() { echo "[gpu_check $(date +%H:%M:%S) +${SECONDS}s] $*"; }
+
+# ---- 0. imports first: one line naming what is missing
+NEED="torch torchvision numpy pandas scipy yaml pydantic filelock tqdm PIL"
+missing="$("$PY" -c "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))" $NEED)"
+if [ -n "$missing" ]; then
+    echo "gpu_check.sh: missing Python packages: $missing (pip install them, or carry their wheels)"; exit 2
+fi
+[ -e "$DATA" ] || { echo "gpu_check.sh: no data at $DATA"; exit 2; }
+if [ "$MODE" = gpu ]; then
+    [ "$("$PY" -m resnet_exp device)" = cuda ] || { echo "gpu_check.sh: no CUDA device here; --cpu walks the steps on the CPU"; exit 2; }
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    DEV=cuda; STEPS=300; LONG=1500; MODELS=(resnet20 plain56); BENCH=(resnet20 resnet56 resnet110); ITERS=200
+    KS=(1 2 4 8); CONC=(resnet20 resnet56); PAPER=paper; ROWS=(plain20 plain56 resnet20 resnet56)
+    POOL=(--executor pool --gpus all --runs-per-gpu 4)
+else
+    DEV=cpu; STEPS=30; LONG=150; MODELS=(resnet8 plain8); BENCH=(resnet8); ITERS=3
+    KS=(1 2); CONC=(resnet8); PAPER=smoke; ROWS=(plain20 resnet20)
+    POOL=(--executor pool --workers 2)
+fi
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+RUN=("$PY" -m resnet_exp run --device "$DEV" --data "$DATA" --data-dir "$WORK/data")
+PAPER_RESULTS="$WORK/paper"
+
+pack() {  # step 3's results folder, checkpoints included, in parts of 14 MB (at most 3)
+    rm -f "$OUT_DIR"/paper.tar.gz.part-*
+    tar czf - -C "$PAPER_RESULTS" . | split -b 14m -a 1 - "$OUT_DIR/paper.tar.gz.part-"
+    n=$(ls "$OUT_DIR"/paper.tar.gz.part-* | wc -l)
+    [ "$n" -le 3 ] || say "WARNING: $n parts: more than the 8 files a device call returns"
+    ls -la "$OUT_DIR"
+}
+
+paper() {  # train step 3's four nets at once until the limit, then pack
+    local left=$(( LIMIT - SECONDS - 40 ))
+    if [ "$left" -lt 30 ]; then say "step 3: no time left (${left}s)"; return; fi
+    say "step 3: profile $PAPER, ${ROWS[*]} at once, ${left}s"
+    timeout -s TERM "$left" "${RUN[@]}" experiments/figure1.yaml experiments/figure6.yaml --profile "$PAPER" \
+        --only "${ROWS[@]}" --results "$PAPER_RESULTS" "${POOL[@]}" \
+        2>&1 | tr '\r' '\n' | grep -v 'it/s\]$'
+    pack
+}
+
+if [ -n "$PARTS" ]; then
+    mkdir -p "$PAPER_RESULTS"
+    cat "$PARTS"/paper.tar.gz.part-* | tar xzf - -C "$PAPER_RESULTS"
+    say "continuing step 3 from $PARTS"
+    "$PY" -m resnet_exp data --data "$DATA" --data-dir "$WORK/data"
+    paper
+    exit 0
+fi
+
+# ---- 1. correctness
+"$PY" -m resnet_exp data --data "$DATA" --data-dir "$WORK/data"   # decode and cache once
+exp() {  # an experiment file: the given models for N steps, with recipe overrides
+    local file="$WORK/$1.yaml" n="$2"; shift 2
+    printf 'defaults: {iterations: %s, milestones: [%s], eval_every: 25, checkpoint_every_s: 0, test_per_class: 100%s}\nrows:\n' \
+        "$n" "$(( n / 2 ))" "$1" > "$file"; shift
+    for m in "$@"; do echo "  - {model: $m}" >> "$file"; done
+    echo "$file"
+}
+say "step 1a: eager against graph, ${STEPS} steps of ${MODELS[*]}"
+for det in true false; do
+    for graph in false true; do
+        f="$(exp "eq-$graph-$det" "$STEPS" ", cuda_graph: $graph, deterministic: $det" "${MODELS[@]}")"
+        "${RUN[@]}" "$f" --profile paper --results "$WORK/eq-$graph-$det" --executor local 2>&1 | tr '\r' '\n' | grep -v 'it/s\]$' | tail -4
+    done
+done
+f="$(exp "eq-false-false" "$STEPS" ", cuda_graph: false, deterministic: false" "${MODELS[@]}")"
+"${RUN[@]}" "$f" --profile paper --results "$WORK/eq-again" --executor local 2>&1 | tail -2   # eager's own spread
+
+say "step 1b: deterministic mode: a second run of one seed, and one stopped by SIGTERM and resumed"
+f="$(exp "det" "$LONG" ", deterministic: true" "${MODELS[1]}")"
+"${RUN[@]}" "$f" --profile paper --results "$WORK/det-a" --executor local 2>&1 | tail -2
+"${RUN[@]}" "$f" --profile paper --results "$WORK/det-b" --executor local 2>&1 | tail -2
+"${RUN[@]}" "$f" --profile paper --results "$WORK/det-resumed" --executor local > "$WORK/resumed.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 2400); do  # SIGTERM once the run has logged 2 lines: mid-run, graphed
+    n=$(cat "$WORK"/det-resumed/det/*/log.csv 2>/dev/null | wc -l)
+    [ "$n" -ge 3 ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05
+done
+kill -TERM "$pid" 2>/dev/null; wait "$pid"; status=$?
+say "SIGTERM mid-run: exit $status ($(tail -1 "$WORK/resumed.out"))"
+"${RUN[@]}" "$f" --profile paper --results "$WORK/det-resumed" --executor local 2>&1 | tail -2
+
+say "step 1c: a smoke run of Figure 1"
+"${RUN[@]}" experiments/figure1.yaml --profile smoke --results "$WORK/smoke" 2>&1 | tail -4
+
+"$PY" - "$WORK" "$OUT_DIR/check.json" "$STEPS" "$LONG" <<'EOF'
+import csv, json, sys
+from pathlib import Path
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+STATIC = ("elapsed_s", "images_per_s")
+def logs(folder):
+    runs = {}
+    for p in sorted(Path(folder).glob("*/*/log.csv")):
+        with open(p) as f:
+            runs[p.parent.name.split("-s")[0]] = [{k: v for k, v in r.items() if k not in STATIC} for r in csv.DictReader(f)]
+    return runs
+def max_diff(a, b, key):
+    return max((abs(float(x[key]) - float(y[key])) for x, y in zip(a, b)), default=None)
+def meta(folder):
+    return {p.parent.name.split("-s")[0]: json.loads(p.read_text()) for p in Path(folder).glob("*/*/meta.json")}
+res = {"eager_vs_graph": {}, "deterministic": {}}
+for det in ("true", "false"):
+    e, g, m = logs(work / f"eq-false-{det}"), logs(work / f"eq-true-{det}"), meta(work / f"eq-true-{det}")
+    for name in e:
+        row = {"identical": e[name] == g.get(name), "lines": len(e[name]), "graph_step": m.get(name, {}).get("step"),
+               "captures": m.get(name, {}).get("step_captures"),
+               "max_abs_diff_train_loss": max_diff(e[name], g.get(name, []), "train_loss"),
+               "max_abs_diff_test_error": max_diff(e[name], g.get(name, []), "test_error")}
+        if det == "false":  # the bound: eager against eager, the same seed (cuDNN's own run-to-run spread)
+            again = logs(work / "eq-again").get(name, [])
+            row["eager_vs_eager_max_abs_diff_train_loss"] = max_diff(e[name], again, "train_loss")
+            row["eager_vs_eager_identical"] = e[name] == again
+            bound = row["eager_vs_eager_max_abs_diff_train_loss"]
+            row["within_bound"] = row["identical"] or (bound is not None and row["max_abs_diff_train_loss"] <= 2 * bound)
+        res["eager_vs_graph"][f"{name} deterministic={det}"] = row
+a, b, r = logs(work / "det-a"), logs(work / "det-b"), logs(work / "det-resumed")
+mr = meta(work / "det-resumed")
+for name in a:
+    attempts = mr.get(name, {}).get("attempts", [])
+    res["deterministic"][name] = {"two_runs_identical": a[name] == b.get(name), "resumed_identical": a[name] == r.get(name),
+                                  "stopped_at": [t.get("from_iteration") for t in attempts][1:],
+                                  "sigterm_landed_mid_run": len(attempts) >= 2,
+                                  "resumed_step": mr.get(name, {}).get("step"), "lines": len(a[name])}
+res["smoke_figure1"] = {k: v.get("status") for k, v in meta(work / "smoke").items()}
+out.write_text(json.dumps(res, indent=2))
+print(json.dumps(res, indent=2))
+EOF
+
+# ---- 2. speed
+say "step 2: bench (eager, graph, graph-bf16) and K runs at once"
+"$PY" -m resnet_exp bench --device "$DEV" --models "${BENCH[@]}" --iters "$ITERS" --modes eager graph graph-bf16 \
+    --data "$DATA" --out "$OUT_DIR/bench.json"
+"$PY" -m resnet_exp bench --device "$DEV" --models "${CONC[@]}" --iters "$ITERS" --concurrent "${KS[@]}" \
+    --modes graph --out "$OUT_DIR/concurrent.json"
+if command -v nvidia-cuda-mps-control >/dev/null 2>&1 && [ "$DEV" = cuda ]; then
+    export CUDA_MPS_PIPE_DIRECTORY="$WORK/mps-pipe" CUDA_MPS_LOG_DIRECTORY="$WORK/mps-log"
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d; then
+        say "MPS daemon started"
+        "$PY" -m resnet_exp bench --device "$DEV" --models "${CONC[@]}" --iters "$ITERS" --concurrent "${KS[@]}" \
+            --modes graph --out "$OUT_DIR/concurrent-mps.json"
+        echo quit | nvidia-cuda-mps-control; say "MPS daemon stopped"
+    else
+        say "MPS: the daemon did not start"
+    fi
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+else
+    say "MPS: skipped (no nvidia-cuda-mps-control or no GPU)"
+fi
+
+# ---- 3. the paper's schedule, with the time left
+paper
+say "done in ${SECONDS}s"
