@@ -27,8 +27,8 @@
 #                                 on a CPU one run after another]
 #   --workers N                   pool on the CPU: N runs at a time [1]
 #   --gpus all|0,1,3              pool on GPUs [none]
-#   --runs-per-gpu K              runs sharing a GPU (pool, ray) [4 on a GPU pool: where it stops
-#                                 paying on an H200, resnet_exp/runs/device.py; 1 on Ray]
+#   --runs-per-gpu K              runs sharing a GPU (pool, ray) [4: where sharing stops paying on
+#                                 an H200, resnet_exp/runs/device.py]
 #   --ray-address auto|ADDR       an existing Ray cluster [a local Ray instance]
 #   --ray-storage auto|shared|driver  where runs write: a shared results folder, or the
 #                                 driver's (files back through Ray) [auto: shared if every node sees it]

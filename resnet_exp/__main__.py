@@ -185,8 +185,8 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--workers", type=int, default=1, help="pool on the CPU: runs at a time (threads split)")
     r.add_argument("--gpus", default=None, help="pool on GPUs: 'all' or indices such as 0,1,3")
     r.add_argument("--runs-per-gpu", type=int, default=None,
-                   help="runs sharing each GPU (pool and ray; default: 4 on a GPU pool, where it stops paying "
-                        "on an H200 (runs/device.py), 1 on Ray)")
+                   help="runs sharing each GPU (pool and ray; default 4: where sharing stops paying on an H200, "
+                        "runs/device.py)")
     r.add_argument("--ray-address", default=None,
                    help="ray: none starts a local instance; 'auto' or ray://host:port joins a cluster")
     r.add_argument("--ray-storage", default="auto", choices=["auto", "shared", "driver"],

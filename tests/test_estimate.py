@@ -40,7 +40,7 @@ def test_auto_keeps_every_gpu_busy_and_the_cpu_sequential():
     assert ExecutorChoice(workers=2).resolved(torch.device("cpu")).kind == "pool"
     assert ExecutorChoice(kind="local").resolved(torch.device("cuda")).kind == "local"  # asked for: kept
     assert ExecutorChoice(runs_per_gpu=2).resolved(torch.device("cuda")).runs_per_gpu == 2
-    assert ExecutorChoice(kind="ray").resolved(torch.device("cuda")).runs_per_gpu == 1
+    assert ExecutorChoice(kind="ray").resolved(torch.device("cuda")).runs_per_gpu == DEFAULT_RUNS_PER_GPU
     assert ExecutorChoice(workers=2).slowdown(torch.device("cpu"), slots=2) == 1.0
 
 

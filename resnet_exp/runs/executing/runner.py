@@ -67,7 +67,7 @@ class ExecutorChoice:
     kind: str = "auto"
     workers: int = 1
     gpus: str | None = None
-    runs_per_gpu: int | None = None  # None: DEFAULT_RUNS_PER_GPU on a GPU pool, 1 on Ray
+    runs_per_gpu: int | None = None  # None: DEFAULT_RUNS_PER_GPU (pool and Ray on GPUs)
     ray_address: str | None = None
     ray_storage: str = "auto"   # ray: "shared", "driver" (files back through Ray) or "auto" (ray_storage.py)
     cpus_per_run: float = 1
@@ -78,7 +78,7 @@ class ExecutorChoice:
         kind = self.kind
         if kind == "auto":
             kind = "pool" if (device.type == "cuda" or self.gpus or self.workers > 1) else "local"
-        per_gpu = self.runs_per_gpu or (1 if kind == "ray" else DEFAULT_RUNS_PER_GPU)
+        per_gpu = self.runs_per_gpu or DEFAULT_RUNS_PER_GPU
         return ExecutorChoice(kind, self.workers, self.gpus, per_gpu, self.ray_address, self.ray_storage,
                               self.cpus_per_run, self.threads)
 
