@@ -5,7 +5,6 @@ check runs on a GPU; `--cpu` walks every step on a CPU (minutes: not part of the
 from __future__ import annotations
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

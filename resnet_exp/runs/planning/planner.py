@@ -103,8 +103,7 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
     inv = Invocation(req, profile, plan, eta, job_seconds(list(eta.values()), slots, slowdown) if eta else None,
                      slots, choice)
     if req.left_out:
-        only = None  # the left-out files run whole
-        left = select_runs(list(req.left_out), profile, only, req.include_opt_in)
+        left = select_runs(list(req.left_out), profile, None, req.include_opt_in)  # whole files, not --only
         inv.left_out = plan_left_out(specs, left, results, sha)
         inv.left_out_s = estimator.scaled(inv.left_out.jobs) if estimator is not None else None
     return inv
