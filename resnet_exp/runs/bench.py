@@ -34,7 +34,7 @@ from ..models import build_model
 from .device import pick_device
 from .planning.experiments import Recipe, load_profiles
 from .training.provenance import device_name, git_commit
-from .training.step import EAGER_STEPS, make_optimizer, make_stepper
+from .training.step import EAGER_STEPS, make_optimizer, make_stepper, set_determinism
 
 WARMUP_ITERS = EAGER_STEPS + 2  # a graphed step's real steps and its capture come before the timing
 # The step modes ``bench --modes`` compares: recipe changes over the profile's recipe.
@@ -91,6 +91,7 @@ def bench_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.
     splits = prepare_splits(Cifar10(x, y, x[:10], y[:10], {}), device)
     torch.manual_seed(0)
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
+    set_determinism(model, recipe, device)  # as a run does: cuDNN's autotuner on CUDA unless deterministic
     step, _ = make_stepper(model, make_optimizer(model, recipe, device), recipe, device)
     batches = TrainBatches(splits.train_x, splits.train_y, recipe.batch_size, augment=recipe.augment, seed=0)
     batch_size = recipe.batch_size
