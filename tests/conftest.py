@@ -97,6 +97,37 @@ def write_experiment(path: Path, text: str) -> Path:
     return path
 
 
+def tiny_training(root: Path, tiny_tar: Path, recipe: str, model: str) -> tuple:
+    """One tiny run's spec and data on the CPU, for tests that call ``train_run`` directly:
+    (root, spec, splits, provenance)."""
+    import torch
+
+    from resnet_exp.data.cifar10 import load_cifar10
+    from resnet_exp.data.loader import prepare_splits
+    from resnet_exp.runs.planning.experiments import load_experiment
+
+    ds = load_cifar10(str(tiny_tar), data_dir=root / "data", verbose=False)
+    f = write_experiment(root / "tiny.yaml", f"defaults: {recipe}\nrows:\n  - {{model: {model}}}\n")
+    spec = load_experiment(f, "smoke")[0]
+    splits = prepare_splits(ds, torch.device("cpu"), spec.recipe.train_per_class, spec.recipe.test_per_class)
+    return root, spec, splits, ds.provenance
+
+
+def train_tiny(tiny: tuple, folder: str, **kwargs) -> tuple:
+    """Train (or resume) the ``tiny_training`` run in ``<root>/<folder>``, one thread (on the CPU a
+    run's numbers depend on its thread count): (RunDir, meta)."""
+    import torch
+
+    from resnet_exp.runs.rundir import RunDir
+    from resnet_exp.runs.training.train import train_run
+
+    root, spec, splits, provenance = tiny
+    torch.set_num_threads(1)
+    run = RunDir(root / folder / spec.name)
+    return run, train_run(spec, splits, run, torch.device("cpu"), provenance, "test-identity", progress=False,
+                          **kwargs)
+
+
 # --------------------------------------------------------------------------- trained reports
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"iterations": 4, "milestones": [2], "eval_every": 2, "batch_size": 10}

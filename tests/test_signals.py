@@ -7,42 +7,29 @@ import torch
 import pytest
 from torch import nn
 
-from resnet_exp.data.cifar10 import load_cifar10
-from resnet_exp.data.loader import prepare_splits
 from resnet_exp.models import build_model
 from resnet_exp.reporting.signals import BACKWARD_FACTOR, RESPONSE_FLOOR, judge_run
 from resnet_exp import stopping
 from resnet_exp.runs.training.callbacks import Callback
 from resnet_exp.runs.training.train import default_callbacks
-from resnet_exp.runs.planning.experiments import load_experiment
 from resnet_exp.runs.rundir import RunDir
 from resnet_exp.runs.rundir import probe_size_for, signal_points
 from resnet_exp.runs.training.signals import LayerProbe, probe_indices
-from resnet_exp.runs.training.train import RunInterrupted, train_run
+from resnet_exp.runs.training.train import RunInterrupted
 
-from .conftest import write_experiment
+from .conftest import tiny_training, train_tiny
 from .test_runner import deterministic, read_log
 
-CPU = torch.device("cpu")
 RECIPE = "{iterations: 24, milestones: [12, 18], eval_every: 6, batch_size: 16, checkpoint_every_s: 0}"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_tar):
-    root = tmp_path_factory.mktemp("signals")
-    ds = load_cifar10(str(tiny_tar), data_dir=root / "data", verbose=False)
-    f = write_experiment(root / "sig.yaml", f"defaults: {RECIPE}\nrows:\n  - {{model: plain8}}\n")
-    spec = load_experiment(f, "smoke")[0]
-    splits = prepare_splits(ds, CPU, spec.recipe.train_per_class, spec.recipe.test_per_class)
-    return root, spec, splits, ds.provenance
+    return tiny_training(tmp_path_factory.mktemp("signals"), tiny_tar, RECIPE, "plain8")
 
 
 def train(tiny, folder: str, callbacks=None, stop_file=None):
-    root, spec, splits, provenance = tiny
-    torch.set_num_threads(1)  # on the CPU a run's numbers depend on its thread count
-    run = RunDir(root / folder / spec.name)
-    return run, train_run(spec, splits, run, CPU, provenance, "test-identity", progress=False,
-                          stop_file=stop_file, callbacks=callbacks)
+    return train_tiny(tiny, folder, stop_file=stop_file, callbacks=callbacks)
 
 
 class StopAt(Callback):

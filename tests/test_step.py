@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from resnet_exp import stopping
-from resnet_exp.data.cifar10 import load_cifar10
-from resnet_exp.data.loader import TrainBatches, prepare_splits
-from resnet_exp.runs.planning.experiments import RunSpec, load_experiment, load_profiles
+from resnet_exp.data.loader import TrainBatches
+from resnet_exp.runs.planning.experiments import RunSpec, load_profiles
 from resnet_exp.runs.rundir import RunDir
 from resnet_exp.runs.training import step as step_module
 from resnet_exp.runs.training.step import (EagerStep, GraphedStep, StandIn, make_optimizer, make_stepper,
                                            make_train_step, step_mode)
-from resnet_exp.runs.training.train import LoopState, RunInterrupted, build_for, default_callbacks, train_run
+from resnet_exp.runs.training.train import LoopState, RunInterrupted, build_for, default_callbacks
 
-from .conftest import write_experiment
+from .conftest import tiny_training, train_tiny
 from .test_runner import deterministic, read_log
 from .test_signals import StopAt
 
@@ -32,21 +31,11 @@ RECIPE = ("{iterations: 24, milestones: [12, 18], eval_every: 6, batch_size: 16,
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_tar):
-    root = tmp_path_factory.mktemp("step")
-    ds = load_cifar10(str(tiny_tar), data_dir=root / "data", verbose=False)
-    f = write_experiment(root / "step.yaml", f"defaults: {RECIPE}\nrows:\n  - {{model: resnet8}}\n")
-    spec = load_experiment(f, "smoke")[0]
-    splits = prepare_splits(ds, CPU, spec.recipe.train_per_class, spec.recipe.test_per_class)
-    return root, spec, splits, ds.provenance
+    return tiny_training(tmp_path_factory.mktemp("step"), tiny_tar, RECIPE, "resnet8")
 
 
 def train(tiny, folder: str, capture=None, callbacks=None, stop_file=None):
-    root, spec, splits, provenance = tiny
-    torch.set_num_threads(1)  # on the CPU a run's numbers depend on its thread count
-    run = RunDir(root / folder / spec.name)
-    meta = train_run(spec, splits, run, CPU, provenance, "test-identity", progress=False, stop_file=stop_file,
-                     callbacks=callbacks, capture=capture)
-    return run, meta
+    return train_tiny(tiny, folder, stop_file=stop_file, callbacks=callbacks, capture=capture)
 
 
 def weights(run: RunDir) -> dict[str, torch.Tensor]:
