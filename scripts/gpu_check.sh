@@ -8,7 +8,8 @@
 # DATA: a CIFAR-10 folder or archive (e.g. cifar10-jpeg-q75.tar.gz). OUT_DIR receives at most 8
 # files, each under 15 MB, written as the check goes (a call cut short still returns what it had):
 #   check.log            everything printed
-#   check.json           the verdicts of step 1, with the numbers behind them
+#   check.json           the verdicts of step 1, with the numbers behind them (and what
+#                        `deterministic` costs per model: the graphed runs' step seconds)
 #   bench.json           step 2: ms per step, eager / graph / graph-bf16 / textbook
 #   concurrent.json      step 2: K runs at once on the GPU (graphed), K = 1, 2, 4, 8
 #   concurrent-mps.json  the same with the CUDA MPS daemon (where nvidia-cuda-mps-control exists)
@@ -177,6 +178,12 @@ for name in a:
                                   "stopped_at": [t.get("from_iteration") for t in attempts][1:],
                                   "sigterm_landed_mid_run": len(attempts) >= 2,
                                   "resumed_step": mr.get(name, {}).get("step"), "lines": len(a[name])}
+# what determinism costs, per model: seconds of steps (meta.json's wall_time_s) of the graphed runs
+fast, det = meta(work / "eq-true-false"), meta(work / "eq-true-true")
+res["deterministic_cost"] = {name: {"graph_s": fast[name].get("wall_time_s"), "graph_deterministic_s": m.get("wall_time_s"),
+                                    "ratio": round(m["wall_time_s"] / fast[name]["wall_time_s"], 3)
+                                    if m.get("wall_time_s") and fast.get(name, {}).get("wall_time_s") else None}
+                             for name, m in det.items() if name in fast}
 res["smoke_figure1"] = {k: v.get("status") for k, v in meta(work / "smoke").items()}
 out.write_text(json.dumps(res, indent=2))
 print(json.dumps(res, indent=2))
