@@ -277,7 +277,7 @@ def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) 
               "1). On a shared machine try --threads 1; results depend on the thread count, so keep it fixed.")
     if inv.eta:
         if slots > 1:
-            how = (f"runs sharing a GPU measured at {sharing_slowdown(executor.runs_per_gpu or 1):.2f}x slower "
+            how = (f"runs sharing a GPU measured at {executor.slowdown(device, slots):.2f}x slower "
                    "each (device.py)" if device.type == "cuda" else "if they scale")
             wall = f"; the whole job about {human_duration(inv.job_s or 0)} with {slots} at a time ({how})"
         else:

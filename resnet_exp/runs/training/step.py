@@ -233,12 +233,10 @@ def make_stepper(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Rec
     (the CPU tests pass ``StandIn()``)."""
     amp = torch.bfloat16 if recipe.precision == "bf16" else None
     how = step_mode(recipe, device)
-    if capture is None:
-        if how.startswith("eager"):
-            return EagerStep(make_train_step(model, optimizer, amp), optimizer), how
-        capture = CudaGraphs(device)
-    elif not recipe.cuda_graph:
+    if not recipe.cuda_graph or (capture is None and how.startswith("eager")):
         return EagerStep(make_train_step(model, optimizer, amp), optimizer), how
+    if capture is None:
+        capture = CudaGraphs(device)
     else:
         how = f"graph captured through {type(capture).__name__}, captured again at each new lr"
     return GraphedStep(make_train_step(model, optimizer, amp, cache_casts=False), optimizer, capture), how
