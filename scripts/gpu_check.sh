@@ -15,15 +15,21 @@
 #   concurrent-mps.json  the same with the CUDA MPS daemon (where nvidia-cuda-mps-control exists)
 #   paper.tar.gz.part-*  step 3's results folder, checkpoints included (at most 3 parts)
 #
-# Steps:
-#   1. correctness: 300 steps of ResNet-20 and plain-56, eager against graph (identical under
-#      `deterministic`; without it, the difference is compared with eager's own run-to-run
-#      spread); deterministic mode: two runs of one seed and a resumed one give identical logs;
-#      a smoke run of Figure 1; SIGTERM during a graphed run, then resume
-#   2. speed: `bench` of resnet20, resnet56, resnet110 (eager, graph, graph-bf16 columns), and K
-#      runs at once with and without MPS
-#   3. with the time left: the `paper` profile of plain-20, plain-56, ResNet-20 and ResNet-56 at
-#      once, stopped by SIGTERM in time to pack its results; `--continue` resumes them
+# Steps, each with a deadline (a share of GPU_CHECK_LIMIT_S, default 530 s): a command still
+# running at its step's deadline is stopped by SIGTERM (a run checkpoints and says so), the
+# log says what was cut, and the check goes on, so that every later step runs and the whole
+# check ends within the limit. check.json calls a run that was cut "incomplete", never "pass".
+#   1. correctness (by 45 % of the limit): 300 steps of ResNet-20 and plain-56, eager against
+#      graph (identical under `deterministic`; without it, the difference is compared with
+#      eager's own run-to-run spread); deterministic mode: two runs of one seed and a resumed
+#      one give identical logs; a smoke run of Figure 1; SIGTERM during a graphed run, then resume
+#   2. speed (by 90 %): `bench` of resnet20, resnet56, resnet110 (eager, graph, graph-bf16
+#      columns; each model's row is written as it comes); the plan's estimate for Figure 6 at
+#      the paper's schedule on this machine (a dry run: one run after another, and the whole
+#      job with the default runs per GPU); K runs at once with and without MPS
+#   3. with the time left (if 30 s or more): the `paper` profile of plain-20, plain-56, ResNet-20
+#      and ResNet-56 at once, stopped by SIGTERM in time to pack its results; `--continue`
+#      resumes them (or, given a folder without parts, starts them: a call of step 3 alone)
 #
 # Needs: torch, torchvision, numpy, pandas, scipy, pyyaml, pydantic, filelock, tqdm, pillow,
 # importable (the package itself from this checkout: PYTHONPATH is set here).
@@ -54,6 +60,17 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 exec > >(tee -a "$OUT_DIR/check.log") 2>&1
 say() { echo "[gpu_check $(date +%H:%M:%S) +${SECONDS}s] $*"; }
+END1=$(( LIMIT * 45 / 100 )); END2=$(( LIMIT * 90 / 100 )); PACK_S=40  # the steps' deadlines; packing's share
+
+by() {  # by DEADLINE WHAT CMD...: run CMD, stopped by SIGTERM (KILL 20 s later) at DEADLINE seconds
+    local deadline=$1 what=$2; shift 2
+    local left=$(( deadline - SECONDS ))
+    if [ "$left" -lt 5 ]; then say "SKIPPED, its step's time is spent: $what"; return 124; fi
+    timeout -s TERM -k 20 "$left" "$@"; local rc=$?
+    [ "$rc" -eq 124 ] && say "CUT at its step's deadline (+${deadline}s): $what"
+    return "$rc"
+}
+quiet() { tr '\r' '\n' | grep -v 'it/s\]$'; }  # progress bars out of the log
 
 # ---- 0. imports first: one line naming what is missing
 NEED="torch torchvision numpy pandas scipy yaml pydantic filelock tqdm PIL"
@@ -65,13 +82,13 @@ fi
 if [ "$MODE" = gpu ]; then
     [ "$("$PY" -m resnet_exp device)" = cuda ] || { echo "gpu_check.sh: no CUDA device here; --cpu walks the steps on the CPU"; exit 2; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-    DEV=cuda; STEPS=300; LONG=1500; MODELS=(resnet20 plain56); BENCH=(resnet20 resnet56 resnet110); ITERS=200
+    DEV=cuda; STEPS=300; LONG=600; MODELS=(resnet20 plain56); BENCH=(resnet20 resnet56 resnet110); ITERS=200
     KS=(1 2 4 8); CONC=(resnet20 resnet56); PAPER=paper; ROWS=(plain20 plain56 resnet20 resnet56)
-    POOL=(--executor pool --gpus all --runs-per-gpu 4)
+    POOL=(--executor pool --gpus all --runs-per-gpu 4); PLAN_ONLY=()
 else
     DEV=cpu; STEPS=30; LONG=150; MODELS=(resnet8 plain8); BENCH=(resnet8); ITERS=3
     KS=(1 2); CONC=(resnet8); PAPER=smoke; ROWS=(plain20 resnet20)
-    POOL=(--executor pool --workers 2)
+    POOL=(--executor pool --workers 2); PLAN_ONLY=(--only plain20 resnet20)
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 RUN=("$PY" -m resnet_exp run --device "$DEV" --data "$DATA" --data-dir "$WORK/data")
@@ -86,19 +103,23 @@ pack() {  # step 3's results folder, checkpoints included, in parts of 14 MB (at
 }
 
 paper() {  # train step 3's four nets at once until the limit, then pack
-    local left=$(( LIMIT - SECONDS - 40 ))
+    local left=$(( LIMIT - SECONDS - PACK_S ))
     if [ "$left" -lt 30 ]; then say "step 3: no time left (${left}s)"; return; fi
     say "step 3: profile $PAPER, ${ROWS[*]} at once, ${left}s"
-    timeout -s TERM "$left" "${RUN[@]}" experiments/figure1.yaml experiments/figure6.yaml --profile "$PAPER" \
+    timeout -s TERM -k 20 "$left" "${RUN[@]}" experiments/figure1.yaml experiments/figure6.yaml --profile "$PAPER" \
         --only "${ROWS[@]}" --results "$PAPER_RESULTS" "${POOL[@]}" \
-        2>&1 | tr '\r' '\n' | grep -v 'it/s\]$'
+        2>&1 | quiet
     pack
 }
 
 if [ -n "$PARTS" ]; then
     mkdir -p "$PAPER_RESULTS"
-    cat "$PARTS"/paper.tar.gz.part-* | tar xzf - -C "$PAPER_RESULTS"
-    say "continuing step 3 from $PARTS"
+    if ls "$PARTS"/paper.tar.gz.part-* >/dev/null 2>&1; then
+        cat "$PARTS"/paper.tar.gz.part-* | tar xzf - -C "$PAPER_RESULTS" || { say "the parts in $PARTS do not unpack"; exit 2; }
+        say "continuing step 3 from $PARTS"
+    else
+        say "no paper.tar.gz.part-* in $PARTS: step 3 starts afresh"
+    fi
     "$PY" -m resnet_exp data --data "$DATA" --data-dir "$WORK/data"
     paper
     exit 0
@@ -117,92 +138,58 @@ say "step 1a: eager against graph, ${STEPS} steps of ${MODELS[*]}"
 for det in true false; do
     for graph in false true; do
         f="$(exp "eq-$graph-$det" "$STEPS" ", cuda_graph: $graph, deterministic: $det" "${MODELS[@]}")"
-        "${RUN[@]}" "$f" --profile paper --results "$WORK/eq-$graph-$det" --executor local 2>&1 | tr '\r' '\n' | grep -v 'it/s\]$' | tail -4
+        by "$END1" "eq-$graph-$det" "${RUN[@]}" "$f" --profile paper --results "$WORK/eq-$graph-$det" --executor local 2>&1 | quiet | tail -4
     done
 done
 f="$(exp "eq-false-false" "$STEPS" ", cuda_graph: false, deterministic: false" "${MODELS[@]}")"
-"${RUN[@]}" "$f" --profile paper --results "$WORK/eq-again" --executor local 2>&1 | tail -2   # eager's own spread
+by "$END1" eq-again "${RUN[@]}" "$f" --profile paper --results "$WORK/eq-again" --executor local 2>&1 | quiet | tail -2   # eager's own spread
 
 say "step 1b: deterministic mode: a second run of one seed, and one stopped by SIGTERM and resumed"
 f="$(exp "det" "$LONG" ", deterministic: true" "${MODELS[1]}")"
-"${RUN[@]}" "$f" --profile paper --results "$WORK/det-a" --executor local 2>&1 | tail -2
-"${RUN[@]}" "$f" --profile paper --results "$WORK/det-b" --executor local 2>&1 | tail -2
-"${RUN[@]}" "$f" --profile paper --results "$WORK/det-resumed" --executor local > "$WORK/resumed.out" 2>&1 &
-pid=$!
-for _ in $(seq 1 2400); do  # SIGTERM once the run has logged 2 lines: mid-run, graphed
-    n=$(cat "$WORK"/det-resumed/det/*/log.csv 2>/dev/null | wc -l)
-    [ "$n" -ge 3 ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05
-done
-kill -TERM "$pid" 2>/dev/null; wait "$pid"; status=$?
-say "SIGTERM mid-run: exit $status ($(tail -1 "$WORK/resumed.out"))"
-"${RUN[@]}" "$f" --profile paper --results "$WORK/det-resumed" --executor local 2>&1 | tail -2
+by "$END1" det-a "${RUN[@]}" "$f" --profile paper --results "$WORK/det-a" --executor local 2>&1 | quiet | tail -2
+by "$END1" det-b "${RUN[@]}" "$f" --profile paper --results "$WORK/det-b" --executor local 2>&1 | quiet | tail -2
+if [ $(( END1 - SECONDS )) -ge 5 ]; then
+    # started by timeout directly (not through `by`, a subshell): the SIGTERM below goes to
+    # timeout, which hands it to the run
+    timeout -s TERM -k 20 $(( END1 - SECONDS )) \
+        "${RUN[@]}" "$f" --profile paper --results "$WORK/det-resumed" --executor local > "$WORK/resumed.out" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 2400); do  # SIGTERM once the run has logged 2 lines: mid-run, graphed
+        n=$(cat "$WORK"/det-resumed/det/*/log.csv 2>/dev/null | wc -l)
+        [ "$n" -ge 3 ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05
+    done
+    kill -TERM "$pid" 2>/dev/null; wait "$pid"; status=$?
+    say "SIGTERM mid-run: exit $status ($(tail -1 "$WORK/resumed.out"))"
+fi
+by "$END1" det-resumed "${RUN[@]}" "$f" --profile paper --results "$WORK/det-resumed" --executor local 2>&1 | quiet | tail -2
 
 say "step 1c: a smoke run of Figure 1"
-"${RUN[@]}" experiments/figure1.yaml --profile smoke --results "$WORK/smoke" 2>&1 | tail -4
+by "$END1" "Figure 1 smoke" "${RUN[@]}" experiments/figure1.yaml --profile smoke --results "$WORK/smoke" 2>&1 | quiet | tail -4
+"$PY" scripts/gpu_check_verdicts.py "$WORK" "$OUT_DIR/check.json" --models "${MODELS[@]}" --det-models "${MODELS[1]}" \
+    $([ "$DEV" = cuda ] && echo --cuda)   # on a GPU a graphed run that fell back to eager fails
 
-"$PY" - "$WORK" "$OUT_DIR/check.json" "$STEPS" "$LONG" <<'EOF'
-import csv, json, sys
-from pathlib import Path
-work, out = Path(sys.argv[1]), Path(sys.argv[2])
-STATIC = ("elapsed_s", "images_per_s")
-def logs(folder):
-    runs = {}
-    for p in sorted(Path(folder).glob("*/*/log.csv")):
-        with open(p) as f:
-            runs[p.parent.name.split("-s")[0]] = [{k: v for k, v in r.items() if k not in STATIC} for r in csv.DictReader(f)]
-    return runs
-def max_diff(a, b, key):
-    return max((abs(float(x[key]) - float(y[key])) for x, y in zip(a, b)), default=None)
-def meta(folder):
-    return {p.parent.name.split("-s")[0]: json.loads(p.read_text()) for p in Path(folder).glob("*/*/meta.json")}
-res = {"eager_vs_graph": {}, "deterministic": {}}
-for det in ("true", "false"):
-    e, g, m = logs(work / f"eq-false-{det}"), logs(work / f"eq-true-{det}"), meta(work / f"eq-true-{det}")
-    for name in e:
-        row = {"identical": e[name] == g.get(name), "lines": len(e[name]), "graph_step": m.get(name, {}).get("step"),
-               "captures": m.get(name, {}).get("step_captures"),
-               "max_abs_diff_train_loss": max_diff(e[name], g.get(name, []), "train_loss"),
-               "max_abs_diff_test_error": max_diff(e[name], g.get(name, []), "test_error")}
-        if det == "false":  # the bound: eager against eager, the same seed (cuDNN's own run-to-run spread)
-            again = logs(work / "eq-again").get(name, [])
-            row["eager_vs_eager_max_abs_diff_train_loss"] = max_diff(e[name], again, "train_loss")
-            row["eager_vs_eager_identical"] = e[name] == again
-            bound = row["eager_vs_eager_max_abs_diff_train_loss"]
-            row["within_bound"] = row["identical"] or (bound is not None and row["max_abs_diff_train_loss"] <= 2 * bound)
-        res["eager_vs_graph"][f"{name} deterministic={det}"] = row
-a, b, r = logs(work / "det-a"), logs(work / "det-b"), logs(work / "det-resumed")
-mr = meta(work / "det-resumed")
-for name in a:
-    attempts = mr.get(name, {}).get("attempts", [])
-    res["deterministic"][name] = {"two_runs_identical": a[name] == b.get(name), "resumed_identical": a[name] == r.get(name),
-                                  "stopped_at": [t.get("from_iteration") for t in attempts][1:],
-                                  "sigterm_landed_mid_run": len(attempts) >= 2,
-                                  "resumed_step": mr.get(name, {}).get("step"), "lines": len(a[name])}
-# what determinism costs, per model: seconds of steps (meta.json's wall_time_s) of the graphed runs
-fast, det = meta(work / "eq-true-false"), meta(work / "eq-true-true")
-res["deterministic_cost"] = {name: {"graph_s": fast[name].get("wall_time_s"), "graph_deterministic_s": m.get("wall_time_s"),
-                                    "ratio": round(m["wall_time_s"] / fast[name]["wall_time_s"], 3)
-                                    if m.get("wall_time_s") and fast.get(name, {}).get("wall_time_s") else None}
-                             for name, m in det.items() if name in fast}
-res["smoke_figure1"] = {k: v.get("status") for k, v in meta(work / "smoke").items()}
-out.write_text(json.dumps(res, indent=2))
-print(json.dumps(res, indent=2))
-EOF
 
-# ---- 2. speed
+# ---- 2. speed: bench by 35 % of the step's time, the plan by 50 %, K at once by 75 % (by its end without MPS)
 say "step 2: bench (eager, graph, graph-bf16) and K runs at once"
-"$PY" -m resnet_exp bench --device "$DEV" --models "${BENCH[@]}" --iters "$ITERS" --modes eager graph graph-bf16 \
-    --data "$DATA" --out "$OUT_DIR/bench.json"
-"$PY" -m resnet_exp bench --device "$DEV" --models "${CONC[@]}" --iters "$ITERS" --concurrent "${KS[@]}" \
-    --modes graph --out "$OUT_DIR/concurrent.json"
-if command -v nvidia-cuda-mps-control >/dev/null 2>&1 && [ "$DEV" = cuda ]; then
+MPS=no; command -v nvidia-cuda-mps-control >/dev/null 2>&1 && [ "$DEV" = cuda ] && MPS=yes
+share=$(( END2 - SECONDS ))
+END_BENCH=$(( SECONDS + share * 35 / 100 )); END_PLAN=$(( SECONDS + share * 50 / 100 )); END_K=$END2
+[ "$MPS" = yes ] && END_K=$(( SECONDS + share * 75 / 100 ))
+by "$END_BENCH" bench "$PY" -m resnet_exp bench --device "$DEV" --models "${BENCH[@]}" --iters "$ITERS" \
+    --modes eager graph graph-bf16 --data "$DATA" --out "$OUT_DIR/bench.json"
+say "step 2b: the plan's estimate for Figure 6 at the paper's schedule here (a dry run; executor: the default)"
+by "$END_PLAN" "Figure 6 plan" "${RUN[@]}" experiments/figure6.yaml --profile paper --dry-run "${PLAN_ONLY[@]}" \
+    --results "$WORK/plan" 2>&1 | quiet | grep -E "^Plan|~|step:|ESTIMATED"
+by "$END_K" "K runs at once" "$PY" -m resnet_exp bench --device "$DEV" --models "${CONC[@]}" \
+    --iters "$ITERS" --concurrent "${KS[@]}" --modes graph --out "$OUT_DIR/concurrent.json"
+if [ "$MPS" = yes ]; then
     export CUDA_MPS_PIPE_DIRECTORY="$WORK/mps-pipe" CUDA_MPS_LOG_DIRECTORY="$WORK/mps-log"
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     if nvidia-cuda-mps-control -d; then
         say "MPS daemon started"
-        "$PY" -m resnet_exp bench --device "$DEV" --models "${CONC[@]}" --iters "$ITERS" --concurrent "${KS[@]}" \
-            --modes graph --out "$OUT_DIR/concurrent-mps.json"
-        echo quit | nvidia-cuda-mps-control; say "MPS daemon stopped"
+        by "$END2" "K runs at once under MPS" "$PY" -m resnet_exp bench --device "$DEV" --models "${CONC[@]}" --iters "$ITERS" \
+            --concurrent "${KS[@]}" --modes graph --out "$OUT_DIR/concurrent-mps.json"
+        echo quit | timeout 20 nvidia-cuda-mps-control; say "MPS daemon stopped (exit $?)"
     else
         say "MPS: the daemon did not start"
     fi

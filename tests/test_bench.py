@@ -10,6 +10,7 @@ def test_bench_writes_a_table(tmp_path, capsys):
     rows = run_bench(["resnet8"], iters=2, device="cpu", out=str(out), profile="smoke", workers=0)
     doc = json.loads(out.read_text())
     assert doc["results"] == rows and rows[0]["model"] == "resnet8"
+    assert doc["complete"]  # rewritten after every model: a cut benchmark's file says it is partial
     assert rows[0]["ours_images_per_s"] > 0 and rows[0]["textbook_images_per_s"] > 0
     ratio = rows[0]["ours_images_per_s"] / rows[0]["textbook_images_per_s"]
     assert abs(rows[0]["ratio"] - ratio) <= 0.01 * ratio + 0.01
@@ -24,4 +25,26 @@ def test_concurrent_bench_measures_k_runs_at_once(tmp_path, capsys):
     assert [r["k"] for r in rows] == [1, 2] and all(r["total_images_per_s"] > 0 for r in rows)
     assert rows[1]["per_run_images_per_s"] * 2 == rows[1]["total_images_per_s"] or \
         abs(rows[1]["per_run_images_per_s"] * 2 - rows[1]["total_images_per_s"]) < 0.2
-    assert json.loads(out.read_text())["results"] == rows
+    assert json.loads(out.read_text())["results"] == rows and json.loads(out.read_text())["complete"]
+
+
+def test_a_benchmark_cut_part_way_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """gpu_check.sh stops a benchmark at its step's deadline: the rows measured so far stay on disk."""
+    import pytest
+
+    from resnet_exp.runs import bench
+
+    real, calls = bench.bench_textbook, []
+
+    def textbook_then_cut(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what the SIGTERM at the deadline amounts to here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "bench_textbook", textbook_then_cut)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(["resnet8", "plain8"], iters=2, device="cpu", out=str(out), profile="smoke", workers=0)
+    doc = json.loads(out.read_text())
+    assert [r["model"] for r in doc["results"]] == ["resnet8"] and doc["complete"] is False

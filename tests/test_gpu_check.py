@@ -37,3 +37,115 @@ def test_wrong_arguments_are_refused_with_the_usage(tmp_path):
     assert out.returncode == 2 and "usage: bash scripts/gpu_check.sh" in out.stderr
     out = subprocess.run(["bash", str(SCRIPT), "--bogus", "a", "b"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "unknown option --bogus" in out.stderr
+
+
+# --------------------------------------------------------------------------- step 1's verdicts
+def _verdicts_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_verdicts", REPO / "scripts" / "gpu_check_verdicts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _step1_folders(work: Path) -> None:
+    """What step 1 leaves when everything agrees: each folder's runs with the same numbers."""
+    import json
+
+    from tests.fake_runs import write_run
+
+    for folder in ("eq-false-true", "eq-true-true", "eq-false-false", "eq-true-false", "eq-again"):
+        for name in ("resnet8", "plain8"):
+            write_run(work / folder, "eq", name, 10.0, 20.0)
+    for folder in ("det-a", "det-b", "det-resumed", "smoke"):
+        write_run(work / folder, "det" if folder != "smoke" else "figure1", "plain8", 10.0, 20.0)
+    resumed = next((work / "det-resumed").glob("*/*/meta.json"))
+    meta = json.loads(resumed.read_text())
+    meta["attempts"] = [{"from_iteration": 0}, {"from_iteration": 3}]  # stopped at 3 and resumed
+    resumed.write_text(json.dumps(meta))
+
+
+def _edit(work: Path, folder: str, name: str, loss_shift: float = 0.0, **meta_fields) -> None:
+    import csv
+    import json
+
+    run = next((work / folder).glob(f"*/{name}-s*"))
+    if loss_shift:
+        with open(run / "log.csv") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            row["train_loss"] = str(float(row["train_loss"]) + loss_shift)
+        with open(run / "log.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    if meta_fields:
+        meta = json.loads((run / "meta.json").read_text())
+        (run / "meta.json").write_text(json.dumps({**meta, **meta_fields}))
+
+
+def test_step1_verdicts_pass_when_everything_agrees_and_name_each_check(tmp_path):
+    import json
+    import sys
+
+    _step1_folders(tmp_path)
+    _edit(tmp_path, "eq-true-true", "plain8", wall_time_s=3.0)  # deterministic and graphed: 1.5x the time
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_verdicts.py"), str(tmp_path),
+                          str(tmp_path / "check.json"), "--models", "resnet8", "plain8", "--det-models", "plain8"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "check.json").read_text())
+    assert res["all_pass"] and set(res["checks"].values()) == {"pass"}
+    assert len(res["checks"]) == 2 * 2 + 1 + 1  # eager vs graph x2 modes x2 models, reruns, smoke
+    assert res["deterministic"]["plain8"]["stopped_at"] == [3] and res["deterministic"]["plain8"]["sigterm_landed_mid_run"]
+    assert res["deterministic_cost"]["plain8"]["ratio"] == 1.5
+    assert "PASS        eager vs graph, plain8 deterministic=true" in out.stdout
+
+
+def test_step1_verdicts_fail_on_a_difference_and_never_pass_an_unfinished_run(tmp_path):
+    v = _verdicts_module()
+    _step1_folders(tmp_path)
+    # not deterministic: the graphed run may differ by up to twice eager's own run-to-run spread
+    _edit(tmp_path, "eq-again", "resnet8", loss_shift=0.01)
+    _edit(tmp_path, "eq-true-false", "resnet8", loss_shift=0.015)
+    _edit(tmp_path, "eq-again", "plain8", loss_shift=0.001)
+    _edit(tmp_path, "eq-true-false", "plain8", loss_shift=0.01)
+    # deterministic: any difference fails; a resumed run that differs fails
+    _edit(tmp_path, "eq-true-true", "resnet8", loss_shift=1e-6)
+    _edit(tmp_path, "det-resumed", "plain8", loss_shift=1e-6)
+    res = v.verdicts(tmp_path, ["resnet8", "plain8"], ["plain8"])
+    assert res["checks"]["eager vs graph, resnet8 deterministic=false"] == "pass"   # 0.015 <= 2 x 0.01
+    assert res["checks"]["eager vs graph, plain8 deterministic=false"] == "fail"    # 0.01 > 2 x 0.001
+    assert res["checks"]["eager vs graph, resnet8 deterministic=true"] == "fail"
+    assert res["checks"]["deterministic reruns and resume, plain8"] == "fail"
+    assert res["deterministic"]["plain8"]["two_runs_identical"] and not res["deterministic"]["plain8"]["resumed_identical"]
+    assert not res["all_pass"]
+
+    _step1_folders(tmp_path / "cut")
+    _edit(tmp_path / "cut", "eq-true-true", "plain8", status="interrupted")  # its deadline stopped it
+    _edit(tmp_path / "cut", "det-b", "plain8", status="failed")
+    import shutil
+
+    shutil.rmtree(tmp_path / "cut" / "smoke")  # never reached
+    res = v.verdicts(tmp_path / "cut", ["resnet8", "plain8", "resnet20"], ["plain8"])
+    assert res["checks"]["eager vs graph, plain8 deterministic=true"] == "incomplete"
+    assert res["checks"]["eager vs graph, resnet20 deterministic=false"] == "incomplete"  # asked for, absent
+    assert res["checks"]["deterministic reruns and resume, plain8"] == "fail"
+    assert res["checks"]["Figure 1 smoke"] == "incomplete"
+    assert res["checks"]["eager vs graph, resnet8 deterministic=true"] == "pass" and not res["all_pass"]
+    assert res["deterministic_cost"]["plain8"]["ratio"] is None  # no cost from a run that did not finish
+
+
+def test_on_a_gpu_a_graphed_run_that_fell_back_to_eager_fails(tmp_path):
+    v = _verdicts_module()
+    _step1_folders(tmp_path)
+    for name in ("resnet8", "plain8"):
+        _edit(tmp_path, "eq-true-true", name, step="cuda graph, captured again at each new lr", step_captures=3)
+        _edit(tmp_path, "eq-true-false", name, step="cuda graph, captured again at each new lr", step_captures=3)
+    _edit(tmp_path, "eq-true-false", "plain8", step="eager (the capture failed: RuntimeError: operation not permitted)")
+    res = v.verdicts(tmp_path, ["resnet8", "plain8"], ["plain8"], cuda=True)
+    assert res["checks"]["eager vs graph, plain8 deterministic=false"] == "fail"   # same numbers, but never graphed
+    assert res["checks"]["eager vs graph, resnet8 deterministic=false"] == "pass"
+    assert res["checks"]["eager vs graph, plain8 deterministic=true"] == "pass"
+    assert v.verdicts(tmp_path, ["plain8"], ["plain8"])["checks"]["eager vs graph, plain8 deterministic=false"] == "pass"

@@ -180,9 +180,10 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
         rows.append(row)
         cells = "".join(f" {ms[m]:>14.2f} |" for m in modes)
         print(f"| {name:<10} |{cells} {1000 * batch_size / textbook:>12.2f} | {row['ratio']:>14.2f} |", flush=True)
-    _write_results(out or f"benchmarks/results/bench-{dev.type}.json", rows, iters=iters, profile=profile,
-                   batch_size=batch_size, workers=workers, images=source, gemm_gflops=gemm and round(gemm, 1),
-                   modes=modes)
+        # written after every model: a benchmark stopped part way (gpu_check.sh's deadline) keeps its rows
+        _write_results(out or f"benchmarks/results/bench-{dev.type}.json", rows, iters=iters, profile=profile,
+                       batch_size=batch_size, workers=workers, images=source, gemm_gflops=gemm and round(gemm, 1),
+                       modes=modes, complete=len(rows) == len(models))
     return rows
 
 
@@ -192,7 +193,8 @@ def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None
 
     atomic_write_json(path, {**fields, "torch": torch.__version__, "git_commit": git_commit(),
                              "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
-    print(f"wrote {path}")
+    if fields.get("complete", True):
+        print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -237,6 +239,7 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
                          "per_run_images_per_s": round(total / k, 1), "speedup_vs_k1": round(total / base, 2)})
             print(f"| {name:<10} | {k:>3} | {threads:>11} | {total:>11.0f} | {total / k:>8.0f} | "
                   f"{total / base:>6.2f} |", flush=True)
-    _write_results(out or f"benchmarks/results/concurrent-{dev.type}.json", rows, iters=iters, profile=profile,
-                   device=device_name(dev), mode=mode)
+            _write_results(out or f"benchmarks/results/concurrent-{dev.type}.json", rows, iters=iters,
+                           profile=profile, device=device_name(dev), mode=mode,
+                           complete=len(rows) == len(models) * len(ks))  # after every K, as bench does
     return rows
