@@ -12,16 +12,25 @@ import torch
 # images/s over one run's, ../shared/gpu-runs/README.md, 2026-12-04): 2 at once 1.55x, 4 at
 # once 2.30x, 8 at once 2.32x: 4 is where it stops paying. With graphed steps the best count
 # is still to be measured (scripts/gpu_check.sh measures K = 1, 2, 4, 8, with and without MPS).
+# The table also drives the plan's whole-job estimate (``sharing_speedup``): replace it with the
+# graphed figures once measured.
 DEFAULT_RUNS_PER_GPU = 4
 GPU_SHARING_SPEEDUP = {1: 1.0, 2: 1.55, 4: 2.30, 8: 2.32}  # K runs at once: total throughput / one run's
 
 
-def sharing_slowdown(runs_per_gpu: int) -> float:
-    """How much longer each run takes when ``runs_per_gpu`` share a GPU: K over the measured
-    speedup of K runs at once (for a K not measured, that of the largest count below it: no
-    more gain assumed)."""
-    k = max((n for n in GPU_SHARING_SPEEDUP if n <= runs_per_gpu), default=1)
-    return runs_per_gpu / GPU_SHARING_SPEEDUP[k]
+def sharing_speedup(runs: int) -> float:
+    """Total throughput of ``runs`` runs sharing one GPU over one run's alone: measured
+    (``GPU_SHARING_SPEEDUP``), on the straight line between two measured counts (3 runs: between
+    2 and 4), and no more gain than measured beyond the largest count. The plan's estimate
+    of the whole job uses it (``planning/estimate.Sharing``)."""
+    counts = sorted(GPU_SHARING_SPEEDUP)
+    if runs <= counts[0]:
+        return GPU_SHARING_SPEEDUP[counts[0]] * runs / counts[0]
+    for lo, hi in zip(counts, counts[1:]):
+        if runs <= hi:
+            a, b = GPU_SHARING_SPEEDUP[lo], GPU_SHARING_SPEEDUP[hi]
+            return a + (b - a) * (runs - lo) / (hi - lo)
+    return GPU_SHARING_SPEEDUP[counts[-1]]
 
 
 def pick_device(device: str) -> torch.device:

@@ -199,7 +199,9 @@ def gpu_slots(gpus: str, runs_per_gpu: int, threads: int | None = None) -> list[
         if not ids or not all(g.isdigit() for g in ids):
             raise ValueError(f"--gpus {gpus!r}: expected 'all' or GPU indices such as 0,1,3")
     threads = threads or max(1, (os.cpu_count() or 1) // (len(ids) * runs_per_gpu))
-    return [Slot(f"gpu{g}.{k}", g, threads) for g in ids for k in range(runs_per_gpu)]
+    # one slot of each GPU in turn: the first (longest) runs spread over the GPUs, as the
+    # estimate assumes (planning/estimate.job_seconds), instead of piling onto GPU 0
+    return [Slot(f"gpu{g}.{k}", g, threads) for k in range(runs_per_gpu) for g in ids]
 
 
 def _pool_worker(slot: Slot, ctx: WorkerContext, todo: Any, events: Any) -> None:

@@ -27,9 +27,9 @@ from ... import stopping
 from ...data.cifar10 import DatasetError, load_cifar10
 from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes, human_duration
 from ...models import model_info
-from ..device import DEFAULT_RUNS_PER_GPU, default_profile, pick_device, sharing_slowdown
+from ..device import DEFAULT_RUNS_PER_GPU, default_profile, pick_device, sharing_speedup
 from ..planning.budget import Rung, describe, read_record, write_record
-from ..planning.estimate import Estimator
+from ..planning.estimate import Estimator, Sharing
 from ..planning.plan import Action, Plan
 from ..planning.planner import Invocation, Request, plan_invocation, select
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
@@ -100,11 +100,14 @@ class ExecutorChoice:
             return PoolExecutor(slots, progress), len(slots)
         return LocalExecutor(self.threads), 1
 
-    def slowdown(self, device: torch.device, slots: int) -> float:
-        """How much longer each run takes beside the others of its device (the estimate's
-        sharing factor): measured for runs sharing a GPU (device.py); on a CPU the slots split
-        the cores, each timed step already had them all, so 1 (the plan says "if they scale")."""
-        return sharing_slowdown(self.runs_per_gpu or 1) if device.type == "cuda" and slots > 1 else 1.0
+    def sharing(self, device: torch.device, slots: int) -> Sharing:
+        """The slots as the estimate sees them: on CUDA ``runs_per_gpu`` on each GPU, slowing
+        each other as measured (``device.sharing_speedup``); on a CPU each slot on its own, at
+        the speed its model was timed at with all the cores (the plan says "if they scale")."""
+        per_gpu = self.runs_per_gpu or 1
+        if device.type == "cuda" and slots > 1:
+            return Sharing(max(1, slots // per_gpu), per_gpu, sharing_speedup)
+        return Sharing(devices=slots)  # Ray's 0: its slots are counted once it runs (no whole-job figure)
 
 
 def run_experiments(files: list[str], profile: str | None = None, only: list[str] | None = None,
@@ -136,7 +139,7 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     estimator = Estimator(lambda model, batch: time_step_cost(model, batch, dev), prov["n_test"])
     stopping.pause_for_test("plan")  # before the models are timed for the estimate
     inv = plan_invocation(selection, results_dir, prov, estimator if (estimate or request.budget_s) else None,
-                          slots, executor.slowdown(dev, slots), read_record(results_dir))
+                          executor.sharing(dev, slots), read_record(results_dir))
     plan = inv.plan
     if inv.choice is not None:
         print("\n" + "\n".join(describe(inv.choice, request.budget_s,
@@ -265,7 +268,8 @@ def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) 
     for p in plan.damaged:
         fix = "moved aside and trained again" if p.action == Action.RETRAIN else RETRAIN_HINT
         print(f"  DAMAGED {p.run.path}: {p.problems}. Fix: {fix}")
-    print(f"  {len(plan.jobs)} to train, {plan.count(Action.REUSE, Action.SAME_AS)} reused from an identical run, "
+    order = " (the longest started first)" if slots != 1 and len(plan.jobs) > 1 else ""
+    print(f"  {len(plan.jobs)} to train{order}, {plan.count(Action.REUSE, Action.SAME_AS)} reused from an identical run, "
           f"{plan.count(Action.FINISHED, Action.DIVERGED)} already done"
           + (f", {plan.count(Action.DAMAGED)} damaged (not trained)" if plan.count(Action.DAMAGED) else ""))
     for mode in dict.fromkeys(step_mode(j.spec.recipe, device) for j in plan.jobs):
@@ -277,8 +281,9 @@ def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) 
               "1). On a shared machine try --threads 1; results depend on the thread count, so keep it fixed.")
     if inv.eta:
         if slots > 1:
-            how = (f"runs sharing a GPU measured at {executor.slowdown(device, slots):.2f}x slower "
-                   "each (device.py)" if device.type == "cuda" else "if they scale")
+            per = inv.sharing.per_device
+            how = (f"{per} runs sharing a GPU give {inv.sharing.speedup(per):.2f}x one run's throughput, as "
+                   "measured (device.py)" if device.type == "cuda" else "if they scale")
             wall = f"; the whole job about {human_duration(inv.job_s or 0)} with {slots} at a time ({how})"
         else:
             wall = ""

@@ -3,14 +3,15 @@ them; this module only does the arithmetic, so planning never imports the traini
 
 A run's time: its remaining steps, its evaluations of the test (and validation) images, and
 its layer-signal measurements (a forward and a backward pass of the probe batch, costed as
-training on it). The whole job's time: the runs spread over the executor's slots, longest
-first onto the slot that frees first, each slowed by what sharing a device costs.
+training on it). The whole job's time: the runs, longest first (the order multi-slot
+executors take them in), each onto the slot that frees first; the runs sharing a device at a
+given moment each advance at the device's measured speedup for that many over their number.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -78,13 +79,61 @@ class Estimator:
                                                  eval_rate * flops(j.spec.model))) for j in jobs)
 
 
-def job_seconds(run_seconds: list[float], slots: int, slowdown: float = 1.0) -> float:
-    """Wall time of runs of these lengths (each alone) on ``slots`` slots at once: longest
-    first, each onto the slot that frees first (LPT scheduling), every run ``slowdown`` times
-    longer for sharing its device. One slot: the plain sum."""
-    if slots <= 1:
-        return sum(run_seconds)
-    free = [0.0] * slots
-    for s in sorted(run_seconds, reverse=True):
-        heapq.heapreplace(free, free[0] + s * slowdown)
-    return max(free)
+def scales_perfectly(runs: int) -> float:
+    """n runs at once, n times the throughput: what the estimate assumes where nothing was measured."""
+    return float(runs)
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How an executor's slots share devices: ``devices`` devices, ``per_device`` slots on each.
+    ``speedup(n)``: n runs at once on one device give that many times one run's throughput, so
+    each advances at speedup(n) / n of its speed alone (``device.sharing_speedup`` for a GPU).
+    The default: one slot."""
+
+    devices: int = 1
+    per_device: int = 1
+    speedup: Callable[[int], float] = scales_perfectly
+
+    @property
+    def slots(self) -> int:
+        return self.devices * self.per_device
+
+
+def longest_first(jobs: list[Job], eta: dict[Job, float] | None = None) -> list[Job]:
+    """The order a multi-slot executor takes its jobs in: longest first, so that the longest run
+    does not start last and run on alone (LPT scheduling). By the estimate where there is one,
+    else by arithmetic: forward FLOPs x images left. Ties keep the plan's order."""
+    def length(job: Job) -> float:
+        if eta:
+            return eta[job]
+        return model_info(job.spec.model)["flops"] * job.remaining_iterations * job.spec.recipe.batch_size
+    return sorted(jobs, key=length, reverse=True)
+
+
+def job_seconds(run_seconds: list[float], sharing: Sharing = Sharing()) -> float:
+    """Wall time of runs of these lengths (each alone on a device), started in this order, each
+    onto the slot that frees first: the first runs go to the slots in turn, one device after
+    another (``gpu_slots`` interleaves its slots so), and a run that ends frees its slot for the
+    next. While n runs share a device each advances at ``speedup(n) / n`` of its own speed, so
+    the last runs, left alone, go faster. One slot: the plain sum."""
+    if sharing.slots <= 1:
+        return float(sum(run_seconds))
+    todo = deque(run_seconds)
+    on = [[] for _ in range(sharing.devices)]  # each device's runs: seconds left, at their speed alone
+    for _ in range(sharing.per_device):
+        for runs in on:
+            if todo:
+                runs.append(todo.popleft())
+    now, eps = 0.0, 1e-9 * max(run_seconds, default=0.0)
+    while any(on):
+        rates = [sharing.speedup(len(runs)) / len(runs) if runs else 0.0 for runs in on]
+        dt = min(min(runs) / rate for runs, rate in zip(on, rates) if runs)  # until the next run ends
+        now += dt
+        for d, rate in enumerate(rates):
+            left = [s - dt * rate for s in on[d]]
+            on[d] = [s for s in left if s > eps]
+            for _ in range(len(left) - len(on[d])):  # each run that ended frees its slot
+                if todo:
+                    on[d].append(todo.popleft())
+    return now

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Choice, keep_choice
-from .estimate import Estimator, job_seconds
+from .estimate import Estimator, Sharing, job_seconds, longest_first
 from .experiments import RunSpec, check_against_data, select_runs
 from .ladder import load_ladder
 from .plan import Action, Job, Plan, make_plan
@@ -60,7 +60,7 @@ class Invocation:
     plan: Plan
     eta: dict[Job, float] = field(default_factory=dict)  # each job's seconds alone here (empty: not estimated)
     job_s: float | None = None       # the whole job's wall time on the executor's slots
-    slots: int = 1
+    sharing: Sharing = Sharing()     # the executor's slots and how they share devices
     choice: Choice | None = None     # the budget's rung, when a budget chose the profile
     left_out: Plan | None = None
     left_out_s: float | None = None  # what the left-out runs would take here (scaled by FLOPs)
@@ -68,6 +68,10 @@ class Invocation:
     @property
     def total_s(self) -> float:
         return sum(self.eta.values())
+
+    @property
+    def slots(self) -> int:
+        return self.sharing.slots
 
 
 def select(request: Request, default_profile: str) -> Selection:
@@ -82,17 +86,18 @@ def select(request: Request, default_profile: str) -> Selection:
 
 
 def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any], estimator: Estimator | None,
-                    slots: int = 1, slowdown: float = 1.0, recorded: dict[str, Any] | None = None) -> Invocation:
+                    sharing: Sharing = Sharing(), recorded: dict[str, Any] | None = None) -> Invocation:
     """The rung (if a budget chooses it), the plan, the estimates and the left-out runs.
     ``dataset``: the loaded data's provenance (sha256, n_train, n_test); ``estimator``: None
-    plans without timing anything; ``slowdown``: how much longer a run takes sharing its device
-    with the others of its slots; ``recorded``: an earlier invocation's budget record."""
+    plans without timing anything; ``sharing``: the executor's slots, and how runs sharing a
+    device slow each other; ``recorded``: an earlier invocation's budget record. With more
+    than one slot the plan's jobs are put longest first, the order the executor takes them in."""
     req, sha = selection.request, dataset["sha256"]
     choice = None
     if len(selection.by_profile) > 1:  # a budget: estimate every rung, keep or choose one (budget.py)
         if estimator is None:
             raise ValueError("a budget needs the estimate: the rung is chosen by it")
-        choice = choose(selection, results, sha, estimator, slots, slowdown, recorded)
+        choice = choose(selection, results, sha, estimator, sharing, recorded)
         profile = choice.rung.profile
     else:
         profile = next(iter(selection.by_profile))
@@ -100,8 +105,10 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
     check_against_data(specs, dataset["n_train"], dataset["n_test"])
     plan = make_plan(specs, results, sha, req.retrain_damaged)
     eta = estimator.timed(plan.jobs) if (estimator is not None and plan.jobs) else {}
-    inv = Invocation(req, profile, plan, eta, job_seconds(list(eta.values()), slots, slowdown) if eta else None,
-                     slots, choice)
+    if sharing.slots != 1:  # more than one slot (or Ray's, counted later): the longest run starts first
+        plan.jobs = longest_first(plan.jobs, eta)
+    inv = Invocation(req, profile, plan, eta, job_seconds([eta[j] for j in plan.jobs], sharing) if eta else None,
+                     sharing, choice)
     if req.left_out:
         left = select_runs(list(req.left_out), profile, None, req.include_opt_in)  # whole files, not --only
         inv.left_out = plan_left_out(specs, left, results, sha)
@@ -109,8 +116,8 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
     return inv
 
 
-def choose(selection: Selection, results: Path, dataset_sha256: str, estimator: Estimator, slots: int,
-           slowdown: float, recorded: dict[str, Any] | None) -> Choice:
+def choose(selection: Selection, results: Path, dataset_sha256: str, estimator: Estimator, sharing: Sharing,
+           recorded: dict[str, Any] | None) -> Choice:
     """The budget's rung: every rung planned and estimated for the selected rows (each model
     timed once: a rung's estimate is what is left to train on it, spread over the slots), then
     the rule that keeps a rerun on its rung (budget.keep_choice)."""
@@ -121,7 +128,8 @@ def choose(selection: Selection, results: Path, dataset_sha256: str, estimator: 
         pending = [p for p in plan.runs if p.action in (Action.RESUME, Action.RETRY) and p.done_iterations]
         if pending:
             unfinished[profile] = len(pending)
-        estimates.append((by_rung[profile], job_seconds(list(estimator.timed(plan.jobs).values()), slots, slowdown)))
+        eta = estimator.timed(plan.jobs)
+        estimates.append((by_rung[profile], job_seconds([eta[j] for j in longest_first(plan.jobs, eta)], sharing)))
     return keep_choice(estimates, selection.request.budget_s, unfinished, recorded, selection.rows)
 
 
