@@ -67,7 +67,7 @@ by() {  # by DEADLINE WHAT CMD...: run CMD, stopped by SIGTERM (KILL 20 s later)
     local left=$(( deadline - SECONDS ))
     if [ "$left" -lt 5 ]; then say "SKIPPED, its step's time is spent: $what"; return 124; fi
     timeout -s TERM -k 20 "$left" "$@"; local rc=$?
-    [ "$rc" -eq 124 ] && say "CUT at its step's deadline (+${deadline}s): $what"
+    { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && say "CUT at its step's deadline (+${deadline}s): $what"
     return "$rc"
 }
 quiet() { tr '\r' '\n' | grep -v 'it/s\]$'; }  # progress bars out of the log
