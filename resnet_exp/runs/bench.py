@@ -164,6 +164,7 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
     if dev.type != "cuda" and any(MODES[m].get("cuda_graph") for m in modes):
         print("bench: no CUDA device here: the graph modes run eagerly (runs/training/step.py)")
     rows = []
+    out = out or f"benchmarks/results/bench-{dev.type}.json"
     head = "".join(f" {m + ' ms':>14} |" for m in modes)
     print(f"| {'model':<10} |{head} {'textbook ms':>12} | {'eager/textbook':>14} |")
     print(f"|{'-' * 12}|" + f"{'-' * 16}|" * len(modes) + f"{'-' * 14}|{'-' * 16}|")
@@ -181,9 +182,10 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
         cells = "".join(f" {ms[m]:>14.2f} |" for m in modes)
         print(f"| {name:<10} |{cells} {1000 * batch_size / textbook:>12.2f} | {row['ratio']:>14.2f} |", flush=True)
         # written after every model: a benchmark stopped part way (gpu_check.sh's deadline) keeps its rows
-        _write_results(out or f"benchmarks/results/bench-{dev.type}.json", rows, iters=iters, profile=profile,
-                       batch_size=batch_size, workers=workers, images=source, gemm_gflops=gemm and round(gemm, 1),
-                       modes=modes, complete=len(rows) == len(models))
+        _write_results(out, rows, iters=iters, profile=profile, batch_size=batch_size, workers=workers,
+                       images=source, gemm_gflops=gemm and round(gemm, 1), modes=modes,
+                       complete=len(rows) == len(models))
+    print(f"wrote {out}")
     return rows
 
 
@@ -193,8 +195,6 @@ def _write_results(path: str, rows: list[dict[str, Any]], **fields: Any) -> None
 
     atomic_write_json(path, {**fields, "torch": torch.__version__, "git_commit": git_commit(),
                              "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows})
-    if fields.get("complete", True):
-        print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -221,6 +221,7 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
     print(f"| {'model':<10} | {'K':>3} | {'threads/run':>11} | {'total img/s':>11} | {'per run':>8} | {'vs K=1':>6} |")
     print(f"|{'-' * 12}|{'-' * 5}|{'-' * 13}|{'-' * 13}|{'-' * 10}|{'-' * 8}|")
     rows: list[dict[str, Any]] = []
+    out = out or f"benchmarks/results/concurrent-{dev.type}.json"
     for name in models:
         base = None
         for k in ks:
@@ -239,7 +240,7 @@ def run_concurrent_bench(models: list[str], ks: list[int], iters: int = 50, devi
                          "per_run_images_per_s": round(total / k, 1), "speedup_vs_k1": round(total / base, 2)})
             print(f"| {name:<10} | {k:>3} | {threads:>11} | {total:>11.0f} | {total / k:>8.0f} | "
                   f"{total / base:>6.2f} |", flush=True)
-            _write_results(out or f"benchmarks/results/concurrent-{dev.type}.json", rows, iters=iters,
-                           profile=profile, device=device_name(dev), mode=mode,
+            _write_results(out, rows, iters=iters, profile=profile, device=device_name(dev), mode=mode,
                            complete=len(rows) == len(models) * len(ks))  # after every K, as bench does
+    print(f"wrote {out}")
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 # Runs sharing one GPU by default (``run --runs-per-gpu``, ./run_all.sh on CUDA). One run leaves
@@ -24,13 +25,7 @@ def sharing_speedup(runs: int) -> float:
     2 and 4), and no more gain than measured beyond the largest count. The plan's estimate
     of the whole job uses it (``planning/estimate.Sharing``)."""
     counts = sorted(GPU_SHARING_SPEEDUP)
-    if runs <= counts[0]:
-        return GPU_SHARING_SPEEDUP[counts[0]] * runs / counts[0]
-    for lo, hi in zip(counts, counts[1:]):
-        if runs <= hi:
-            a, b = GPU_SHARING_SPEEDUP[lo], GPU_SHARING_SPEEDUP[hi]
-            return a + (b - a) * (runs - lo) / (hi - lo)
-    return GPU_SHARING_SPEEDUP[counts[-1]]
+    return float(np.interp(runs, counts, [GPU_SHARING_SPEEDUP[k] for k in counts]))
 
 
 def pick_device(device: str) -> torch.device:

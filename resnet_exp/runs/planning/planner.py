@@ -105,8 +105,7 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
     check_against_data(specs, dataset["n_train"], dataset["n_test"])
     plan = make_plan(specs, results, sha, req.retrain_damaged)
     eta = estimator.timed(plan.jobs) if (estimator is not None and plan.jobs) else {}
-    if sharing.slots != 1:  # more than one slot (or Ray's, counted later): the longest run starts first
-        plan.jobs = longest_first(plan.jobs, eta)
+    plan.jobs = start_order(plan.jobs, eta, sharing)
     inv = Invocation(req, profile, plan, eta, job_seconds([eta[j] for j in plan.jobs], sharing) if eta else None,
                      sharing, choice)
     if req.left_out:
@@ -114,6 +113,12 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
         inv.left_out = plan_left_out(specs, left, results, sha)
         inv.left_out_s = estimator.scaled(inv.left_out.jobs) if estimator is not None else None
     return inv
+
+
+def start_order(jobs: list[Job], eta: dict[Job, float], sharing: Sharing) -> list[Job]:
+    """The order the executor takes the jobs in: longest first with more than one slot (or
+    Ray's, counted once it runs), so the longest run does not start last; else the plan's."""
+    return longest_first(jobs, eta) if sharing.slots != 1 else jobs
 
 
 def choose(selection: Selection, results: Path, dataset_sha256: str, estimator: Estimator, sharing: Sharing,
@@ -129,7 +134,7 @@ def choose(selection: Selection, results: Path, dataset_sha256: str, estimator: 
         if pending:
             unfinished[profile] = len(pending)
         eta = estimator.timed(plan.jobs)
-        estimates.append((by_rung[profile], job_seconds([eta[j] for j in longest_first(plan.jobs, eta)], sharing)))
+        estimates.append((by_rung[profile], job_seconds([eta[j] for j in start_order(plan.jobs, eta, sharing)], sharing)))
     return keep_choice(estimates, selection.request.budget_s, unfinished, recorded, selection.rows)
 
 
