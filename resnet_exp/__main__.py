@@ -26,16 +26,23 @@ def results_folder(path: str) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models, model_info
+    from pathlib import Path
 
-    names = args.names or list_models()
+    from .models import FAMILIES, list_models, model_info, parse_model_name
+    from .models.plugins import load_plugins
+
+    plugins = load_plugins(args.plugins, Path.cwd())  # a bad plug-in: one line naming it, exit 2
+    names = args.names or ([n for n in list_models() if parse_model_name(n)[0].origin != "built-in"]
+                           if plugins and not args.all else list_models())
     rows = [model_info(n) for n in names]
-    print(f"| {'name':<20} | {'depth':>5} | {'shortcut':>8} | {'input':>7} | {'params':>12} | {'GFLOPs/img':>10} |")
-    print(f"|{'-' * 22}|{'-' * 7}|{'-' * 10}|{'-' * 9}|{'-' * 14}|{'-' * 12}|")
+    print(f"| {'name':<22} | {'depth':>5} | {'shortcut':>8} | {'input':>7} | {'params':>12} | {'GFLOPs/img':>10} | what")
+    print(f"|{'-' * 24}|{'-' * 7}|{'-' * 10}|{'-' * 9}|{'-' * 14}|{'-' * 12}|{'-' * 6}")
     for r in rows:
-        print(f"| {r['name']:<20} | {r['depth']:>5} | {r['shortcut'] or '-':>8} | {r['input']:>7} | "
-              f"{r['params']:>12,} | {r['flops'] / 1e9:>10.3f} |")
+        print(f"| {r['name']:<22} | {r['depth']:>5} | {r['shortcut'] or '-':>8} | {r['input']:>7} | "
+              f"{r['params']:>12,} | {r['flops'] / 1e9:>10.3f} | {FAMILIES[r['family']].description}")
     print("\nFLOPs: forward pass of one image, multiply-add counted as 2 (torch.utils.flop_counter).")
+    for p in plugins:
+        print(f"plug-in {p.name}: {p.path}, sha256 {p.sha256[:12]}")
     return 0
 
 
@@ -149,6 +156,9 @@ def add_models_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     m = sub.add_parser("models", help="table of the registered networks", formatter_class=fmt,
                        epilog="example: python -m resnet_exp models resnet56 plain56")
     m.add_argument("names", nargs="*", help="model names (default: every listed model)")
+    m.add_argument("--plugins", nargs="+", default=[], metavar="F",
+                   help="plug-in files (.py) or modules to import first; lists their models (with --all, every model)")
+    m.add_argument("--all", action="store_true", help="with --plugins: the built-in models too")
     m.set_defaults(func=cmd_models)
 
 
@@ -284,7 +294,7 @@ def add_bench_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     b.add_argument("--concurrent", type=int, nargs="+", default=None, metavar="K",
                    help="instead: total images/s of K runs at once on one device, for each K")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
-    b.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph", "graph-bf16"],
+    b.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph", "graph-tf32", "graph-bf16"],
                    help="step modes to time (runs/training/step.py); --concurrent uses the first")
     b.add_argument("--data", default=None, help="CIFAR-10 source (default: data/, else synthetic images)")
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")

@@ -10,7 +10,7 @@
 #   check.log            everything printed
 #   check.json           the verdicts of step 1, with the numbers behind them (and what
 #                        `deterministic` costs per model: the graphed runs' step seconds)
-#   bench.json           step 2: ms per step, eager / graph / graph-bf16 / textbook
+#   bench.json           step 2: ms per step, eager / graph / graph-tf32 / graph-bf16 / textbook
 #   concurrent.json      step 2: K runs at once on the GPU (graphed), K = 1, 2, 4, 8
 #   concurrent-mps.json  the same with the CUDA MPS daemon (where nvidia-cuda-mps-control exists)
 #   paper.tar.gz.part-*  step 3's results folder, checkpoints included (at most 3 parts)
@@ -19,11 +19,16 @@
 # running at its step's deadline is stopped by SIGTERM (a run checkpoints and says so), the
 # log says what was cut, and the check goes on, so that every later step runs and the whole
 # check ends within the limit. check.json calls a run that was cut "incomplete", never "pass".
-#   1. correctness (by 45 % of the limit): 300 steps of ResNet-20 and plain-56, eager against
-#      graph (identical under `deterministic`; without it, the difference is compared with
-#      eager's own run-to-run spread); deterministic mode: two runs of one seed and a resumed
-#      one give identical logs; a smoke run of Figure 1; SIGTERM during a graphed run, then resume
-#   2. speed (by 90 %): `bench` of resnet20, resnet56, resnet110 (eager, graph, graph-bf16
+#   1. correctness (by 50 % of the limit): a replay after the lr was changed without a new
+#      capture keeps the captured lr (scripts/gpu_check_probe.py); 300 steps of ResNet-20 and
+#      plain-56 with every capture a run makes (the warm-up, its end, two milestones), eager
+#      against graph: under `deterministic` log.csv and the final weights and BN buffers
+#      identical, ResNet-20 in bf16 too; without it, the difference is compared with eager's own
+#      run-to-run spread; each capture's count and GPU memory reserved; one pool worker training
+#      both graphed runs back to back, each identical to its run alone; deterministic mode: two
+#      runs of one seed and a resumed one give identical logs; a smoke run of Figure 1; SIGTERM
+#      during a graphed run, then resume
+#   2. speed (by 90 %): `bench` of resnet20, resnet56, resnet110 (eager, graph, graph-tf32, graph-bf16
 #      columns; each model's row is written as it comes); the plan's estimate for Figure 6 at
 #      the paper's schedule on this machine (a dry run: one run after another, and the whole
 #      job with the default runs per GPU); K runs at once with and without MPS
@@ -60,7 +65,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 exec > >(tee -a "$OUT_DIR/check.log") 2>&1
 say() { echo "[gpu_check $(date +%H:%M:%S) +${SECONDS}s] $*"; }
-END1=$(( LIMIT * 45 / 100 )); END2=$(( LIMIT * 90 / 100 )); PACK_S=40  # the steps' deadlines; packing's share
+END1=$(( LIMIT * 50 / 100 )); END2=$(( LIMIT * 90 / 100 )); PACK_S=40  # the steps' deadlines; packing's share
 
 by() {  # by DEADLINE WHAT CMD...: run CMD, stopped by SIGTERM (KILL 20 s later) at DEADLINE seconds
     local deadline=$1 what=$2; shift 2
@@ -84,11 +89,11 @@ if [ "$MODE" = gpu ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     DEV=cuda; STEPS=300; LONG=600; MODELS=(resnet20 plain56); BENCH=(resnet20 resnet56 resnet110); ITERS=200
     KS=(1 2 4 8); CONC=(resnet20 resnet56); PAPER=paper; ROWS=(plain20 plain56 resnet20 resnet56)
-    POOL=(--executor pool --gpus all --runs-per-gpu 4); PLAN_ONLY=()
+    POOL=(--executor pool --gpus all --runs-per-gpu 4); PLAN_ONLY=(); ONE_SLOT=(--executor pool --gpus 0 --runs-per-gpu 1)
 else
     DEV=cpu; STEPS=30; LONG=150; MODELS=(resnet8 plain8); BENCH=(resnet8); ITERS=3
     KS=(1 2); CONC=(resnet8); PAPER=smoke; ROWS=(plain20 resnet20)
-    POOL=(--executor pool --workers 2); PLAN_ONLY=(--only plain20 resnet20)
+    POOL=(--executor pool --workers 2); PLAN_ONLY=(--only plain20 resnet20); ONE_SLOT=(--executor pool --workers 1)
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 RUN=("$PY" -m resnet_exp run --device "$DEV" --data "$DATA" --data-dir "$WORK/data")
@@ -127,25 +132,37 @@ fi
 
 # ---- 1. correctness
 "$PY" -m resnet_exp data --data "$DATA" --data-dir "$WORK/data"   # decode and cache once
-exp() {  # an experiment file: the given models for N steps, with recipe overrides
+exp() {  # exp NAME STEPS OVERRIDES ROW...: an experiment file, each ROW the inside of a YAML mapping
+    # The schedule makes every capture a run makes: the warm-up's lr on every depth
+    # (warmup_min_depth 0), the end of the warm-up (its first check, below 95 % error), two milestones.
     local file="$WORK/$1.yaml" n="$2"; shift 2
-    printf 'defaults: {iterations: %s, milestones: [%s], eval_every: 25, checkpoint_every_s: 0, test_per_class: 100%s}\nrows:\n' \
-        "$n" "$(( n / 2 ))" "$1" > "$file"; shift
-    for m in "$@"; do echo "  - {model: $m}" >> "$file"; done
+    printf 'defaults: {iterations: %s, milestones: [%s, %s], eval_every: 25, checkpoint_every_s: 0, test_per_class: 100, ' \
+        "$n" $(( n / 2 )) $(( n * 3 / 4 )) > "$file"
+    printf 'warmup_lr: 0.01, warmup_min_depth: 0, warmup_check_every: %s, warmup_until_train_error: 95.0%s}\nrows:\n' \
+        $(( n / 6 )) "$1" >> "$file"; shift
+    for r in "$@"; do echo "  - {$r}" >> "$file"; done
     echo "$file"
 }
-say "step 1a: eager against graph, ${STEPS} steps of ${MODELS[*]}"
+CAPTURES=4  # a graphed run's captures under that schedule: 0.01, 0.1 at the warm-up's end, 0.01, 0.001
+EQ=("model: ${MODELS[0]}" "model: ${MODELS[1]}")
+BF16="model: ${MODELS[0]}, name: ${MODELS[0]}-bf16, precision: bf16"  # bf16 graphs, deterministic files only
+say "step 1a: eager against graph, ${STEPS} steps of ${MODELS[*]} (and ${MODELS[0]} in bf16 under deterministic)"
+by "$END1" "lr probe" "$PY" scripts/gpu_check_probe.py "$WORK/probe.json" --device "$DEV"  # a replay after a changed lr
 for det in true false; do
+    rows=("${EQ[@]}"); [ "$det" = true ] && rows+=("$BF16")
     for graph in false true; do
-        f="$(exp "eq-$graph-$det" "$STEPS" ", cuda_graph: $graph, deterministic: $det" "${MODELS[@]}")"
+        f="$(exp "eq-$graph-$det" "$STEPS" ", cuda_graph: $graph, deterministic: $det" "${rows[@]}")"
         by "$END1" "eq-$graph-$det" "${RUN[@]}" "$f" --profile paper --results "$WORK/eq-$graph-$det" --executor local 2>&1 | quiet | tail -4
     done
 done
-f="$(exp "eq-false-false" "$STEPS" ", cuda_graph: false, deterministic: false" "${MODELS[@]}")"
+f="$(exp "eq-false-false" "$STEPS" ", cuda_graph: false, deterministic: false" "${EQ[@]}")"
 by "$END1" eq-again "${RUN[@]}" "$f" --profile paper --results "$WORK/eq-again" --executor local 2>&1 | quiet | tail -2   # eager's own spread
+say "step 1a: one pool worker trains ${MODELS[*]} graphed, back to back (each must equal its run alone)"
+f="$(exp "pool" "$STEPS" ", cuda_graph: true, deterministic: true" "${EQ[@]}")"
+by "$END1" "pool worker" "${RUN[@]}" "$f" --profile paper --results "$WORK/pool" "${ONE_SLOT[@]}" 2>&1 | quiet | tail -3
 
 say "step 1b: deterministic mode: a second run of one seed, and one stopped by SIGTERM and resumed"
-f="$(exp "det" "$LONG" ", deterministic: true" "${MODELS[1]}")"
+f="$(exp "det" "$LONG" ", deterministic: true" "model: ${MODELS[1]}")"
 by "$END1" det-a "${RUN[@]}" "$f" --profile paper --results "$WORK/det-a" --executor local 2>&1 | quiet | tail -2
 by "$END1" det-b "${RUN[@]}" "$f" --profile paper --results "$WORK/det-b" --executor local 2>&1 | quiet | tail -2
 if [ $(( END1 - SECONDS )) -ge 5 ]; then
@@ -166,17 +183,18 @@ by "$END1" det-resumed "${RUN[@]}" "$f" --profile paper --results "$WORK/det-res
 say "step 1c: a smoke run of Figure 1"
 by "$END1" "Figure 1 smoke" "${RUN[@]}" experiments/figure1.yaml --profile smoke --results "$WORK/smoke" 2>&1 | quiet | tail -4
 "$PY" scripts/gpu_check_verdicts.py "$WORK" "$OUT_DIR/check.json" --models "${MODELS[@]}" --det-models "${MODELS[1]}" \
+    --bf16-models "${MODELS[0]}-bf16" --captures "$CAPTURES" \
     $([ "$DEV" = cuda ] && echo --cuda)   # on a GPU a graphed run that fell back to eager fails
 
 
 # ---- 2. speed: bench by 35 % of the step's time, the plan by 50 %, K at once by 75 % (by its end without MPS)
-say "step 2: bench (eager, graph, graph-bf16) and K runs at once"
+say "step 2: bench (eager, graph, graph-tf32, graph-bf16) and K runs at once"
 MPS=no; command -v nvidia-cuda-mps-control >/dev/null 2>&1 && [ "$DEV" = cuda ] && MPS=yes
 share=$(( END2 - SECONDS ))
 END_BENCH=$(( SECONDS + share * 35 / 100 )); END_PLAN=$(( SECONDS + share * 50 / 100 )); END_K=$END2
 [ "$MPS" = yes ] && END_K=$(( SECONDS + share * 75 / 100 ))
 by "$END_BENCH" bench "$PY" -m resnet_exp bench --device "$DEV" --models "${BENCH[@]}" --iters "$ITERS" \
-    --modes eager graph graph-bf16 --data "$DATA" --out "$OUT_DIR/bench.json"
+    --modes eager graph graph-tf32 graph-bf16 --data "$DATA" --out "$OUT_DIR/bench.json"
 say "step 2b: the plan's estimate for Figure 6 at the paper's schedule here (a dry run; executor: the default)"
 by "$END_PLAN" "Figure 6 plan" "${RUN[@]}" experiments/figure6.yaml --profile paper --dry-run "${PLAN_ONLY[@]}" \
     --results "$WORK/plan" 2>&1 | quiet | grep -E "^Plan|~|step:|ESTIMATED"

@@ -1,13 +1,15 @@
 """The verdicts of scripts/gpu_check.sh's step 1, from the result folders it trained:
 
-    python scripts/gpu_check_verdicts.py WORK OUT_JSON --models resnet20 plain56 --det-models plain56 [--cuda]
+    python scripts/gpu_check_verdicts.py WORK OUT_JSON --models resnet20 plain56 --det-models plain56 \
+        [--bf16-models resnet20-bf16] [--captures 4] [--cuda]
 
 WORK holds the step's results folders (eq-{graph}-{deterministic}, eq-again, det-a, det-b,
-det-resumed, smoke); OUT_JSON receives the verdicts with the numbers behind them, a row for
-every model asked for. A run the check did not reach, or one its deadline stopped, is
-"incomplete" rather than compared: a verdict is drawn only from finished runs. Prints one
-line per check, then the JSON. Kept out of the shell script so that tests/test_gpu_check.py
-checks the verdicts on the CPU, on folders it trains itself.
+det-resumed, smoke, pool) and the probe's probe.json; OUT_JSON receives the verdicts with the
+numbers behind them, a row for every model asked for. A run the check did not reach, or one its
+deadline stopped, is "incomplete" rather than compared: a verdict is drawn only from finished
+runs. A check that only a GPU can make (how often a step was captured) is "skipped" on the CPU.
+Prints one line per check, then the JSON. Kept out of the shell script so that
+tests/test_gpu_check.py checks the verdicts on the CPU, on folders it writes itself.
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ def metas(folder: Path) -> dict[str, dict[str, Any]]:
     return {p.parent.name.split("-s")[0]: json.loads(p.read_text()) for p in sorted(folder.glob("*/*/meta.json"))}
 
 
+def weights(folder: Path) -> dict[str, dict[str, Any]]:
+    """Each finished run's final weights and buffers (model.pt), by model name; torch is
+    imported here only (the other checks read text)."""
+    import torch
+
+    return {p.parent.name.split("-s")[0]: torch.load(p, map_location="cpu", weights_only=True)
+            for p in sorted(folder.glob("*/*/model.pt"))}
+
+
+def same_weights(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Bit for bit, every parameter and buffer (BN's running statistics and counters too)."""
+    import torch
+
+    return a is not None and b is not None and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def status(meta: dict[str, Any] | None) -> str | None:
     return (meta or {}).get("status")
 
@@ -55,7 +73,8 @@ def max_diff(a: list[dict[str, str]], b: list[dict[str, str]], key: str) -> floa
 
 
 def eager_vs_graph(work: Path, models: list[str], deterministic: str, cuda: bool) -> dict[str, dict[str, Any]]:
-    """Eager against graphed, one seed. Deterministic: the logs must be identical. Otherwise the
+    """Eager against graphed, one seed. Deterministic: the logs and the final weights and
+    buffers must be identical (bf16 rows too: the same casts, graphed or not). Otherwise the
     graphed run's largest training-loss difference must stay within twice what two eager runs
     of the same seed differ by (cuDNN's autotuner and atomics: the same kernels may sum in
     another order), measured in the same call. ``cuda``: the graphed run must have replayed a
@@ -63,6 +82,8 @@ def eager_vs_graph(work: Path, models: list[str], deterministic: str, cuda: bool
     eager, graph = logs(work / f"eq-false-{deterministic}"), logs(work / f"eq-true-{deterministic}")
     m_eager, m_graph = metas(work / f"eq-false-{deterministic}"), metas(work / f"eq-true-{deterministic}")
     again, m_again = logs(work / "eq-again"), metas(work / "eq-again")
+    if deterministic == "true":
+        w_eager, w_graph = weights(work / "eq-false-true"), weights(work / "eq-true-true")
     rows = {}
     for name in models:
         e, g = eager.get(name, []), graph.get(name, [])
@@ -74,7 +95,8 @@ def eager_vs_graph(work: Path, models: list[str], deterministic: str, cuda: bool
             "max_abs_diff_test_error": max_diff(e, g, "test_error")}
         graphed = not cuda or str(row["graph_step"]).startswith("cuda graph")
         if deterministic == "true":
-            row["verdict"] = verdict(statuses, graphed and row["identical"])
+            row["weights_identical"] = same_weights(w_eager.get(name), w_graph.get(name))
+            row["verdict"] = verdict(statuses, graphed and row["identical"] and row["weights_identical"])
         else:
             bound = max_diff(e, again.get(name, []), "train_loss")
             row.update(eager_vs_eager_max_abs_diff_train_loss=bound,
@@ -117,18 +139,74 @@ def deterministic_cost(work: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def verdicts(work: Path, models: list[str], det_models: list[str], cuda: bool = False) -> dict[str, Any]:
-    """Every check of step 1: "pass", "fail" or "incomplete", with the numbers behind it."""
-    res: dict[str, Any] = {"eager_vs_graph": {**eager_vs_graph(work, models, "true", cuda),
+def captures(work: Path, folders: tuple[str, ...], expected: int | None, cuda: bool) -> dict[str, dict[str, Any]]:
+    """Every graphed run's captures: how many (one per learning rate: the warm-up's, the end of
+    the warm-up, each milestone), the GPU memory reserved after each, and how many other
+    captures were alive in the process then (none: one graph per process). Only a GPU
+    captures: on the CPU the graphed runs step eagerly and the check is "skipped"."""
+    rows = {}
+    for folder in folders:
+        for name, m in metas(work / folder).items():
+            log = m.get("step_capture_log") or []
+            row = {"step": m.get("step"), "captures": m.get("step_captures"), "lrs": [c.get("lr") for c in log],
+                   "memory_reserved": [c.get("memory_reserved") for c in log],
+                   "other_captures_alive": [c.get("other_captures_alive") for c in log]}
+            ok = row["captures"] == (expected if expected is not None else row["captures"]) \
+                and not any(row["other_captures_alive"])
+            row["verdict"] = verdict([status(m)], ok) if cuda else "skipped"
+            rows[f"{folder} {name}"] = row
+    return rows
+
+
+def pool(work: Path, models: list[str], cuda: bool) -> dict[str, Any]:
+    """One pool worker trains the models back to back, graphed and deterministic: the same
+    worker process for all, and each run's log and weights identical to the one trained alone
+    (eq-true-true), so nothing of the first run's graph reached the second."""
+    m_pool, m_alone = metas(work / "pool"), metas(work / "eq-true-true")
+    l_pool, l_alone = logs(work / "pool"), logs(work / "eq-true-true")
+    w_pool, w_alone = weights(work / "pool"), weights(work / "eq-true-true")
+    statuses = [status(m_pool.get(n)) for n in models] + [status(m_alone.get(n)) for n in models]
+    pids = {(m_pool.get(n) or {}).get("worker", {}).get("pid") for n in models}
+    row = {"statuses": statuses, "one_worker": len(pids) == 1 and None not in pids,
+           "slots": sorted({str((m_pool.get(n) or {}).get("worker", {}).get("slot")) for n in models}),
+           "identical_to_alone": {n: bool(l_pool.get(n)) and l_pool.get(n) == l_alone.get(n)
+                                  and same_weights(w_pool.get(n), w_alone.get(n)) for n in models}}
+    graphed = not cuda or all(str((m_pool.get(n) or {}).get("step")).startswith("cuda graph") for n in models)
+    row["verdict"] = verdict(statuses, graphed and row["one_worker"] and all(row["identical_to_alone"].values()))
+    return row
+
+
+def probe(work: Path, cuda: bool) -> dict[str, Any]:
+    """scripts/gpu_check_probe.py: a replay after the lr was changed without a new capture keeps
+    the captured lr (a real graph on CUDA; the stand-in mimicking one on the CPU)."""
+    path = work / "probe.json"
+    if not path.exists():
+        return {"verdict": "incomplete"}
+    res = json.loads(path.read_text())
+    ok = res.get("kept_captured_lr") is True and (not cuda or res.get("capture") == "CudaGraphs")
+    return {**res, "verdict": "pass" if ok else "fail"}
+
+
+def verdicts(work: Path, models: list[str], det_models: list[str], cuda: bool = False,
+             bf16_models: list[str] = (), expected_captures: int | None = None) -> dict[str, Any]:
+    """Every check of step 1: "pass", "fail", "incomplete" or "skipped" (a GPU's check, on a
+    CPU), with the numbers behind it."""
+    res: dict[str, Any] = {"eager_vs_graph": {**eager_vs_graph(work, [*models, *bf16_models], "true", cuda),
                                               **eager_vs_graph(work, models, "false", cuda)},
                            "deterministic": reruns(work, det_models), "deterministic_cost": deterministic_cost(work),
-                           "smoke_figure1": {k: v.get("status") for k, v in metas(work / "smoke").items()}}
+                           "smoke_figure1": {k: v.get("status") for k, v in metas(work / "smoke").items()},
+                           "captures": captures(work, ("eq-true-true", "eq-true-false", "pool"), expected_captures, cuda),
+                           "pool_worker_two_runs": pool(work, models, cuda), "frozen_lr_probe": probe(work, cuda)}
     checks = {f"eager vs graph, {k}": v["verdict"] for k, v in res["eager_vs_graph"].items()}
     checks.update({f"deterministic reruns and resume, {k}": v["verdict"] for k, v in res["deterministic"].items()})
     checks.update({f"Figure 1 smoke, {k}": verdict([v], True) for k, v in res["smoke_figure1"].items()}
                   or {"Figure 1 smoke": "incomplete"})
+    checks.update({f"captures, {k}": v["verdict"] for k, v in res["captures"].items()}
+                  or {"captures": "incomplete"})
+    checks["a pool worker trains two graphed runs in a row"] = res["pool_worker_two_runs"]["verdict"]
+    checks["a replay after a changed lr keeps the captured lr"] = res["frozen_lr_probe"]["verdict"]
     res["checks"] = checks
-    res["all_pass"] = bool(checks) and all(v == "pass" for v in checks.values())
+    res["all_pass"] = bool(checks) and all(v in ("pass", "skipped") for v in checks.values())
     return res
 
 
@@ -138,9 +216,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--models", nargs="+", required=True, help="the models of eager against graph")
     parser.add_argument("--det-models", nargs="+", required=True, help="the models of the deterministic reruns")
+    parser.add_argument("--bf16-models", nargs="*", default=[], help="bf16 rows of eager against graph (deterministic)")
+    parser.add_argument("--captures", type=int, default=None, help="the captures each graphed run must make")
     parser.add_argument("--cuda", action="store_true", help="the graphed runs must have replayed CUDA graphs")
     args = parser.parse_args(argv)
-    res = verdicts(args.work, args.models, args.det_models, args.cuda)
+    res = verdicts(args.work, args.models, args.det_models, args.cuda, args.bf16_models, args.captures)
     args.out.write_text(json.dumps(res, indent=2))
     for check, v in res["checks"].items():
         print(f"{v.upper():<10}  {check}")

@@ -123,3 +123,17 @@ def test_with_several_slots_the_longest_run_starts_first(tmp_path):
     assert [j.spec.name for j in unestimated.plan.jobs] == ["resnet20", "resnet8", "plain8"]  # FLOPs: 20 > 8
     one = plan_invocation(selection, tmp_path / "r", DATASET, estimator)
     assert [j.spec.name for j in one.plan.jobs] == ["resnet8", "plain8", "resnet20"]
+
+
+def test_timing_the_models_says_which_it_times_and_how_many_are_left(tmp_path):
+    """The minutes of timing before the plan are not silent: one call per model timed, as
+    `timing 3 models for the estimate: k/3 (name)`; a model timed once is not timed again."""
+    main = write_experiment(tmp_path / "main.yaml", ROWS + "  - {model: resnet8, name: again, seed: 2}\n")
+    selection = select(Request((str(main),), profile="quick"), default_profile="quick")
+    said = []
+    estimator = Estimator(lambda model, batch: StepCost(0.01, 0.0), DATASET["n_test"],
+                          progress=lambda k, n, model: said.append((k, n, model)))
+    plan_invocation(selection, tmp_path / "r", DATASET, estimator)
+    assert said == [(1, 3, "resnet8"), (2, 3, "plain8"), (3, 3, "resnet20")]
+    plan_invocation(selection, tmp_path / "r", DATASET, estimator)
+    assert len(said) == 3

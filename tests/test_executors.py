@@ -223,3 +223,18 @@ rows:
     for run in runs:
         if (at := run.read_meta()["iteration"]) > 0:
             assert f"resume at {at}" in plan, plan
+
+
+def test_the_local_executor_says_where_the_whole_job_is(kw, tmp_path, capsys):
+    """A line before each run (k of n, elapsed, the time left at the speed so far) and one
+    after it with its errors: the whole job followed without a pool's board."""
+    exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
+    assert run_experiments([str(exp)], results=str(tmp_path / "r"), executor=ExecutorChoice(threads=1), **kw) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    starts = [line for line in lines if line.startswith("[run ")]
+    assert [s.split(":")[0] for s in starts] == ["[run 1/3] smoke/resnet8-s1", "[run 2/3] smoke/plain8-s1",
+                                                 "[run 3/3] smoke/resnet8-B-s1"]
+    assert "left" not in starts[0] and all(", about " in s and s.endswith(" left") for s in starts[1:])
+    ends = [line for line in lines if line.startswith("[finished] ")]
+    assert len(ends) == 3 and all(" % / test " in e for e in ends)
+    assert lines.index(ends[0]) < lines.index(starts[1])  # each run's result before the next run starts

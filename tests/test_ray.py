@@ -23,6 +23,7 @@ from resnet_exp.runs.rundir import TIMING_COLUMNS, RunDir, RunStatus
 from resnet_exp.runs.executing.runner import ExecutorChoice, run_experiments
 
 from .conftest import write_experiment
+from .plugin_files import write_plugin_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_PORT = 6390
@@ -216,8 +217,10 @@ def test_two_node_cluster_runs_land_on_both_nodes(tiny_tar, tmp_path, two_node_c
 @inside
 def test_a_node_that_cannot_see_the_results_trains_and_sends_them_back(kw, tiny_tar, tmp_path,
                                                                         cluster_without_shared_storage):
+    """Every run is a plug-in's model (tests/plugin_files.py), so the node that sees nothing
+    imports the plug-in from the text that came with its job, its hash checked there."""
     cluster = cluster_without_shared_storage
-    exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
+    exp = write_plugin_experiment(tmp_path / "mine", name="smoke")
     proc = subprocess.run(cluster.driver(exp, tiny_tar, tmp_path / "r"), cwd=tmp_path, env=cluster.env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -227,7 +230,8 @@ def test_a_node_that_cannot_see_the_results_trains_and_sends_them_back(kw, tiny_
     metas = [run.read_meta() for run in runs]
     assert len(metas) == 4 and all(m["status"] == RunStatus.FINISHED for m in metas)
     assert len({m["worker"]["node"] for m in metas}) == 2  # the node that sees nothing trained too
-    assert all(run.check().ok for run in runs)
+    assert all(run.check().ok and run.plugin_path("scaled.py").exists() for run in runs)
+    assert all(m["config"]["plugins"][0]["file"] == "scaled.py" for m in metas)
     assert run_experiments([str(exp)], results=str(tmp_path / "seq"), executor=ExecutorChoice(threads=1), **kw) == 0
     assert logs(tmp_path / "r") == logs(tmp_path / "seq")
 

@@ -18,7 +18,7 @@ from resnet_exp.reporting.results import load_results, table6
 def test_results_and_table6(built_reports):
     root, _ = built_reports
     res = load_results(root / "results")
-    assert set(res.runs["experiment"]) == {"figure1", "figure6", "ablations", "table6"}
+    assert set(res.runs["experiment"]) == {"figure1", "figure6", "ablations", "table6", "remedies"}
     assert res.dataset["source"] == "image-folder-tar"
     t = table6(res.experiment("figure6").runs).set_index("network")
     assert t.loc["resnet20", "paper: reported"] == "8.75" and t.loc["resnet20", "paper: mean +- std"] == "-"
@@ -128,7 +128,7 @@ def test_the_notebooks_modules_load_without_torch():
     import sys
 
     modules = ["resnet_exp.reporting." + m for m in ("notebook", "plots", "results", "claims", "signals",
-                                                    "reference", "ablations")]
+                                                    "reference", "ablations", "remedies")]
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from resnet_exp.data.cifar10 import load_cifar10
-from resnet_exp.runs.planning.experiments import ExperimentError, load_experiment, load_profiles
+from resnet_exp.runs.planning.experiments import ExperimentError, load_experiment, load_profiles, select_runs
 from resnet_exp.runs.rundir import TIMING_COLUMNS, IdentityLock
 from resnet_exp.runs.executing.runner import run_experiments
 from resnet_exp.runs.training.train import load_checkpoint, lr_at
@@ -67,6 +67,15 @@ def test_bad_files_are_rejected(tmp_path):
             load_experiment(write_experiment(tmp_path / "f.yaml", text), "smoke")
     with pytest.raises(ExperimentError, match="unknown profile 'fast'.*paper, quick, quick128, quick64, quick16, quick8, quick4, quick2, first2k, smoke"):
         load_experiment(write_experiment(tmp_path / "g.yaml", "rows:\n- {model: resnet20}"), "fast")
+
+
+def test_numbers_read_as_a_person_writes_them(tmp_path):
+    """5e-4 is a number (YAML 1.1 would read a string, and the row would be refused)."""
+    f = write_experiment(tmp_path / "n.yaml", "rows:\n- {model: resnet20, weight_decay: 5e-4, lr: .1e0}\n")
+    [spec] = load_experiment(f, "smoke")
+    assert spec.recipe.weight_decay == 0.0005 and spec.recipe.lr == 0.1
+    with pytest.raises(ExperimentError, match="key 'iterations' must be an integer, got 1000.0"):
+        load_experiment(write_experiment(tmp_path / "m.yaml", "rows:\n- {model: resnet20, iterations: 1e3}\n"), "smoke")
 
 
 def test_rows_expand_seeds_and_override_the_profile(tmp_path):
@@ -288,3 +297,13 @@ def test_names_that_cannot_be_folders_are_refused_at_check(tmp_path, name, match
     f.write_text(f"rows:\n  - {{model: resnet20, name: {'y' * 195}, sweep: {{lr: [0.05, 0.1]}}}}\n")
     with pytest.raises(ExperimentError, match="the run name is 2.. bytes long"):
         load_experiment(f, "smoke")
+
+
+def test_only_takes_experiment_slash_name_to_pick_one_file_s_row(tmp_path):
+    a = write_experiment(tmp_path / "a.yaml", "rows:\n- {model: resnet8}\n")
+    b = write_experiment(tmp_path / "b.yaml", "rows:\n- {model: resnet8, seeds: [2, 3]}\n")
+    runs = lambda only: sorted((s.experiment, s.seed) for s in select_runs([str(a), str(b)], "smoke", only))  # noqa: E731
+    assert runs(["resnet8"]) == [("a", 1), ("b", 2), ("b", 3)]
+    assert runs(["a/resnet8"]) == [("a", 1)] and runs(["b/resnet8"]) == [("b", 2), ("b", 3)]
+    with pytest.raises(ExperimentError, match=r"--only c/resnet8: no such row; rows are resnet8 \(or experiment/name\)"):
+        runs(["c/resnet8"])

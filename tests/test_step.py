@@ -6,6 +6,11 @@ state saved and restored through one object."""
 
 from __future__ import annotations
 
+import copy
+import queue
+import re
+import signal
+
 import pytest
 import torch
 
@@ -14,11 +19,11 @@ from resnet_exp.data.loader import TrainBatches
 from resnet_exp.runs.planning.experiments import RunSpec, load_profiles
 from resnet_exp.runs.rundir import RunDir
 from resnet_exp.runs.training import step as step_module
-from resnet_exp.runs.training.step import (EagerStep, GraphedStep, StandIn, make_optimizer, make_stepper,
-                                           make_train_step, step_mode)
+from resnet_exp.runs.training.step import (Captures, EagerStep, GraphedStep, GraphStateChanged, StandIn, live_captures,
+                                           make_optimizer, make_stepper, make_train_step, set_lr, step_mode)
 from resnet_exp.runs.training.train import LoopState, RunInterrupted, build_for, default_callbacks
 
-from .conftest import tiny_training, train_tiny
+from .conftest import tiny_training, train_tiny, write_experiment
 from .test_runner import deterministic, read_log
 from .test_signals import StopAt
 
@@ -27,6 +32,13 @@ CPU = torch.device("cpu")
 # then lr 0.1 with two milestones: four learning rates, so four captures after the eager steps
 RECIPE = ("{iterations: 24, milestones: [12, 18], eval_every: 6, batch_size: 16, checkpoint_every_s: 0, "
           "warmup_lr: 0.01, warmup_min_depth: 0, warmup_check_every: 4, warmup_until_train_error: 95.0}")
+
+
+@pytest.fixture(autouse=True)
+def no_capture_alive(monkeypatch):
+    """Each test starts with no capture alive in this process (the count is process-wide: a
+    failed test must not leak its capture into the next)."""
+    monkeypatch.setattr(Captures, "live", 0)
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +123,136 @@ def test_a_failed_capture_trains_on_eagerly_with_one_line(tiny, eager, capsys):
     assert out.count("capture failed") == 1 and "training eagerly from here" in out
 
 
-def test_the_graphed_step_reuses_its_static_outputs_and_freezes_the_lr():
-    """What a real graph does, and the loop relies on: every call returns the same two
-    tensors (read them before the next call), and the rate is the one captured, until a new
-    rate makes a new capture."""
-    torch.manual_seed(0)
+def _graphed(capture, seed: int = 0):
+    """A resnet8 as the loop builds it, its optimizer and a graphed step through ``capture``
+    (one real step, then the capture), with one batch."""
+    torch.manual_seed(seed)
+    recipe = load_profiles()["smoke"]
     model = build_for(RunSpec(experiment="t", name="resnet8", model="resnet8", shortcut="A", seed=1,
-                              recipe=load_profiles()["smoke"], profile="smoke"), CPU)  # as the loop builds it
-    opt = make_optimizer(model, load_profiles()["smoke"], CPU)
-    capture = StandIn()
-    step = GraphedStep(make_train_step(model, opt, cache_casts=False), opt, capture, eager_steps=1)
+                              recipe=recipe, profile="smoke"), CPU)
+    opt = make_optimizer(model, recipe, CPU)
+    step = GraphedStep(make_train_step(model, opt, cache_casts=False), model, opt, capture, eager_steps=1)
     x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (8,))
+    return model, opt, step, x, y
+
+
+def test_the_graphed_step_reuses_its_static_outputs_and_captures_again_at_each_new_lr():
+    """What a real graph does, and the loop relies on: every call returns the same two
+    tensors (read them before the next call), and a new rate makes a new capture."""
+    capture = StandIn()
+    model, opt, step, x, y = _graphed(capture)
     outs = [step(x, y, 0.1) for _ in range(3)]
     assert all(o[0] is outs[0][0] and o[1] is outs[0][1] for o in outs)
     assert capture.captures == 1 and step.x.is_contiguous(memory_format=torch.channels_last)
-    opt.param_groups[0]["lr"] = 123.0  # as a graph would, the stand-in ignores a rate set behind its back...
-    step(x, y, 0.1)
-    assert capture.captures == 1
-    step(x, y, 0.01)                   # ...and captures again for a new one
+    step(x, y, 0.01)
     assert capture.captures == 2 and opt.param_groups[0]["lr"] == 0.01
+    assert [c["lr"] for c in step.capture_log] == [0.1, 0.01] and live_captures() == 1
+    with step:
+        pass
+    assert live_captures() == 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_a_replay_keeps_the_captured_lr_as_a_graph_does():
+    """A rate set behind the step's back after a capture: a real graph replays the captured
+    0.1 and ignores it. The strict stand-in refuses the replay, naming it; the mimicking one
+    replays 0.1 like the graph (the weights an eager step at 0.1 gives, bit for bit)."""
+    model, opt, step, x, y = _graphed(StandIn())
+    step(x, y, 0.1), step(x, y, 0.1)
+    opt.param_groups[0]["lr"] = 123.0
+    with pytest.raises(GraphStateChanged, match=r"param group 0's lr is 123.0, 0.1 at capture"):
+        step(x, y, 0.1)
+    with step:
+        pass
+
+    model, opt, step, x, y = _graphed(StandIn(mimic=True))
+    step(x, y, 0.1), step(x, y, 0.1)
+    twin = copy.deepcopy(model)
+    twin_opt = make_optimizer(twin, load_profiles()["smoke"], CPU)
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # its own momentum buffers
+    opt.param_groups[0]["lr"] = 123.0
+    step(x, y, 0.1)
+    set_lr(twin_opt, 0.1)
+    make_train_step(twin, twin_opt)(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values()))
+    assert opt.param_groups[0]["lr"] == 123.0  # what was set stays set; the replay used the frozen value
+    with step:
+        pass
+
+
+@pytest.mark.parametrize("change, names", [
+    (lambda model, opt: model.bn1.load_state_dict(model.bn1.state_dict(), assign=True),
+     "tensors were replaced (the graph reads and writes those it was captured with): parameter bn1.weight, "
+     "parameter bn1.bias, buffer bn1.running_mean, buffer bn1.running_var, buffer bn1.num_batches_tracked"),
+    (lambda model, opt: opt.load_state_dict(copy.deepcopy(opt.state_dict())),  # as from a checkpoint
+     "tensors were replaced (the graph reads and writes those it was captured with): optimizer state "
+     "momentum_buffer of conv1.weight"),
+    (lambda model, opt: model.layer1[0].conv1.register_forward_hook(lambda *a: None),
+     "forward_hooks of module layer1.0.conv1 changed"),
+    (lambda model, opt: torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None),
+     "global module hook _global_forward_pre_hooks changed"),
+    (lambda model, opt: model.fc.weight.register_hook(lambda g: g),
+     "backward_hooks of parameter fc.weight changed"),
+    (lambda model, opt: model.layer2.eval(), "modules in eval mode, the other at capture: layer2, layer2.0, layer2.0.bn1"),
+], ids=["a buffer swapped", "a new momentum buffer", "a module hook", "a global hook", "a tensor hook", "eval mode"])
+def test_a_replay_after_what_the_graph_froze_changed_fails_loudly(change, names):
+    """Each way a graph would silently go on with stale state: a tensor it reads swapped (a
+    ``load_state_dict`` that replaces a buffer, a new momentum buffer), a hook added after the
+    capture, a module put in eval mode. The stand-in names it; a new capture accepts it."""
+    capture = StandIn(mimic=True)  # even when mimicking a graph's frozen hyper-parameters
+    model, opt, step, x, y = _graphed(capture)
+    step(x, y, 0.1), step(x, y, 0.1)
+    handle = change(model, opt)
+    try:
+        with pytest.raises(GraphStateChanged, match=re.escape(names)):
+            step(x, y, 0.1)
+        step(x, y, 0.05)  # a new rate: captured again, with the state as it now is
+        assert capture.captures == 2
+    finally:
+        if hasattr(handle, "remove"):
+            handle.remove()
+        with step:
+            pass
+    assert live_captures() == 0
+
+
+def test_a_pool_worker_training_two_runs_holds_one_capture_at_a_time(tiny_tar, tmp_path, monkeypatch):
+    """The pool's worker loop (``_pool_worker``, run here in this process with the stand-in
+    as the device's capture) trains two graphed runs back to back: the first run's capture is
+    released before the second run captures, so no capture ever sees another alive."""
+    from resnet_exp.data.cifar10 import load_cifar10
+    from resnet_exp.runs.executing.executors import Slot, _pool_worker
+    from resnet_exp.runs.executing.worker import WorkerContext
+    from resnet_exp.runs.planning.experiments import load_experiment
+    from resnet_exp.runs.planning.plan import make_plan
+
+    made: list[StandIn] = []
+
+    def stand_in(device):
+        made.append(StandIn())
+        return made[-1]
+
+    monkeypatch.setattr(step_module, "graph_unavailable", lambda device: None)
+    monkeypatch.setattr(step_module, "CudaGraphs", stand_in)
+    row = "iterations: 12, milestones: [6], eval_every: 6, batch_size: 8, checkpoint_every_s: 0"
+    exp = write_experiment(tmp_path / "two.yaml", f"rows:\n  - {{model: resnet8, {row}}}\n"
+                                                  f"  - {{model: plain8, {row}}}\n")
+    sha = load_cifar10(str(tiny_tar), data_dir=tmp_path / "data", verbose=False).provenance["sha256"]
+    plan = make_plan(load_experiment(exp, "smoke"), tmp_path / "results", sha)
+    todo, events = queue.Queue(), queue.Queue()
+    for item in [*enumerate(plan.jobs), None]:
+        todo.put(item)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        _pool_worker(Slot("cpu0", None, 1), WorkerContext(str(tiny_tar), str(tmp_path / "data"), sha), todo, events)
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # the worker ignores Ctrl-C, as the pool's processes do
+    ends = [e[2] for e in [events.get() for _ in range(events.qsize())] if e[0] == "end"]
+    assert [o.status for o in ends] == ["finished", "finished"] and len(made) == 2
+    logs = [o.meta["step_capture_log"] for o in ends]
+    assert [len(log) for log in logs] == [2, 2]  # lr 0.1, then the milestone's 0.01, in each run
+    assert [c["other_captures_alive"] for log in logs for c in log] == [0, 0, 0, 0]
+    assert live_captures() == 0 and len({o.where["pid"] for o in ends}) == 1
 
 
 def test_where_graphs_cannot_be_had_the_step_is_eager_and_says_why():
@@ -181,3 +303,39 @@ def test_the_loop_state_saves_and_restores_through_one_object(tiny):
     for k in x:
         assert (torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k]), k
     assert torch.equal(a.batches.next()[1], b.batches.next()[1])  # the same stream from here on
+
+
+def test_on_cuda_fp32_means_tf32_off_and_meta_records_the_flags(monkeypatch):
+    """``set_numerics`` on a (faked) CUDA run: fp32 and bf16 turn cuDNN's and cuBLAS's TF32
+    off (PyTorch's default has cuDNN's on), tf32 turns them on; meta.json records them as the
+    run has them; a CPU run records none. tf32 is another identity, fp32 keeps its own."""
+    from resnet_exp.runs.training import provenance
+    from resnet_exp.runs.training.step import arithmetic, set_numerics
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(provenance, "device_name", lambda device: "NVIDIA H200 (faked)")
+    flags = ("allow_tf32", "benchmark", "deterministic")
+    saved = [getattr(torch.backends.cudnn, f) for f in flags], torch.backends.cuda.matmul.allow_tf32
+    paper = load_profiles()["paper"]
+    spec = RunSpec(experiment="t", name="resnet8", model="resnet8", shortcut="A", seed=1, recipe=paper,
+                   profile="paper")
+    model = torch.nn.Linear(2, 2)
+    try:
+        torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+        for precision, tf32 in (("fp32", False), ("tf32", True), ("bf16", False), ("fp32", False)):
+            recipe = paper.model_copy(update={"precision": precision})
+            set_numerics(model, recipe, cuda)
+            meta = provenance.static_meta(spec, "id", 1, {}, cuda, None)
+            assert meta["tf32"] == {"cudnn": tf32, "cublas": tf32}, precision
+            assert meta["device"] == "NVIDIA H200 (faked)"
+    finally:
+        for f, v in zip(flags, saved[0]):
+            setattr(torch.backends.cudnn, f, v)
+        torch.backends.cuda.matmul.allow_tf32 = saved[1]
+        torch.use_deterministic_algorithms(False)
+    assert provenance.static_meta(spec, "id", 1, {}, CPU, None)["tf32"] is None
+    tf32_spec = RunSpec(experiment="t", name="resnet8", model="resnet8", shortcut="A", seed=1,
+                        recipe=paper.model_copy(update={"precision": "tf32"}), profile="paper")
+    assert tf32_spec.identity("d") != spec.identity("d")
+    assert arithmetic(paper, cuda).startswith("fp32, TF32 off") and arithmetic(paper, CPU) == "fp32"
+    assert arithmetic(tf32_spec.recipe, cuda).startswith("TF32") and "fp32 here" in arithmetic(tf32_spec.recipe, CPU)

@@ -14,6 +14,9 @@ ImageNet builders pick blocks from ``BLOCKS`` by name.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,8 +24,17 @@ from torch import nn
 from .names import BLOCK_CONVS, SHORTCUT_OPTIONS  # noqa: F401  (re-exported)
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    conv = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=bias)
+    if bias:  # a net without BN: the bias BN's shift would have been, starting at zero
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def norm2d(planes: int, norm: bool = True) -> nn.Module:
+    """BN after a conv, or nothing in a net without normalisation (whose convs then carry the
+    bias that BN's shift would have given them)."""
+    return nn.BatchNorm2d(planes) if norm else nn.Identity()
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -103,13 +115,13 @@ class BasicBlock(nn.Module):
     projection_bn = True
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1,
-                 shortcut: nn.Module | None = None) -> None:
+                 shortcut: nn.Module | None = None, norm: bool = True) -> None:
         super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv1 = conv3x3(in_planes, planes, stride, bias=not norm)
+        self.bn1 = norm2d(planes, norm)  # without normalisation: nn.Identity, kept as the response's module
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, bias=not norm)
+        self.bn2 = norm2d(planes, norm)
         self.downsample = shortcut  # torchvision's name for the shortcut module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,8 +134,8 @@ class BasicBlock(nn.Module):
     def response_modules(self) -> list[nn.Module]:
         return [self.bn1, self.bn2]
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn2
+    def last_bn(self) -> nn.BatchNorm2d | None:
+        return self.bn2 if isinstance(self.bn2, nn.BatchNorm2d) else None
 
 
 class Bottleneck(nn.Module):
@@ -211,14 +223,15 @@ BLOCKS: dict[str, type[nn.Module]] = {
 
 
 def make_stage(block: type[nn.Module], in_planes: int, planes: int, n: int, stride: int,
-                shortcut: str | None) -> tuple[nn.Sequential, int]:
-    """``n`` blocks; the first carries the stride. Returns the stage and its output width."""
+               shortcut: str | None, **block_options: Any) -> tuple[nn.Sequential, int]:
+    """``n`` blocks; the first carries the stride. Returns the stage and its output width.
+    ``block_options`` go to every block (``norm=False``: a net without normalisation)."""
     out_planes = planes * block.expansion
     layers = []
     for i in range(n):
         s = stride if i == 0 else 1
         sc = make_shortcut(shortcut, in_planes, out_planes, s, block.projection_bn)
-        layers.append(block(in_planes, planes, s, sc))
+        layers.append(block(in_planes, planes, s, sc, **block_options))
         in_planes = out_planes
     return nn.Sequential(*layers), in_planes
 
@@ -231,7 +244,7 @@ def zero_init_last_bn(model: nn.Module) -> None:
             bn = m.last_bn()
             if bn is not None:
                 nn.init.zeros_(bn.weight)
-            elif isinstance(m, PreActBlock):
+            elif isinstance(getattr(m, "conv2", None), nn.Conv2d):  # pre-activation, or no BN: the last conv
                 nn.init.zeros_(m.conv2.weight)
 
 
@@ -246,3 +259,24 @@ def he_init(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """Xiao et al. 2018: a kernel that is zero off its centre, whose centre tap (out x in) is a
+    random (semi-)orthogonal matrix times ``gain``. A conv so initialised is, at the centre,
+    an orthogonal map of the channels: it keeps the norm of every signal and every gradient."""
+    out_c, in_c, kh, kw = weight.shape
+    centre = torch.empty(out_c, in_c, device=weight.device, dtype=weight.dtype)
+    nn.init.orthogonal_(centre, gain=gain)
+    weight.zero_()
+    weight[:, :, kh // 2, kw // 2] = centre
+    return weight
+
+
+def delta_orthogonal_init(model: nn.Module) -> None:
+    """Every 3x3 conv delta-orthogonal with ReLU's gain sqrt(2) (Xiao et al. used tanh and no BN;
+    here the paper's plain net keeps its BN and ReLU, so the remedy is the initialisation alone)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+            delta_orthogonal_(m.weight, gain=math.sqrt(2.0))

@@ -15,30 +15,35 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import conv3x3, he_init, make_stage, zero_init_last_bn
+from .blocks import conv3x3, delta_orthogonal_init, he_init, make_stage, norm2d, zero_init_last_bn
 from .names import blocks_per_stage
 
 STAGE_WIDTHS = (16, 32, 64)
 
 
 class CifarNet(nn.Module):
-    """A plain (``shortcut=None``) or residual CIFAR-10 network of any block type."""
+    """A plain (``shortcut=None``) or residual CIFAR-10 network of any block type.
+
+    ``norm=False``: no BatchNorm anywhere (each BN an ``nn.Identity``, each conv with a bias);
+    ``init``: "he" (the paper's), or "delta_orthogonal" (``remedies.delta_orthogonal_init``)."""
 
     def __init__(self, block: type[nn.Module], depth: int, shortcut: str | None,
-                 num_classes: int = 10, zero_init_residual: bool = False) -> None:
+                 num_classes: int = 10, zero_init_residual: bool = False, norm: bool = True,
+                 init: str = "he") -> None:
         super().__init__()
         n = blocks_per_stage(depth, block.convs_per_block)
         self.depth = depth
         self.pre_activation = block.pre_activation
-        self.conv1 = conv3x3(3, STAGE_WIDTHS[0])
+        self.conv1 = conv3x3(3, STAGE_WIDTHS[0], bias=not norm)
         # Pre-activation nets normalise inside the first block instead of after the stem.
-        self.bn1 = nn.Identity() if self.pre_activation else nn.BatchNorm2d(STAGE_WIDTHS[0])
+        self.bn1 = nn.Identity() if self.pre_activation else norm2d(STAGE_WIDTHS[0], norm)
         self.relu = nn.Identity() if self.pre_activation else nn.ReLU(inplace=True)
 
         in_planes = STAGE_WIDTHS[0]
         stages = []
+        options = {} if norm else {"norm": False}  # the paper's blocks are called as before
         for i, width in enumerate(STAGE_WIDTHS):
-            stage, in_planes = make_stage(block, in_planes, width, n, 1 if i == 0 else 2, shortcut)
+            stage, in_planes = make_stage(block, in_planes, width, n, 1 if i == 0 else 2, shortcut, **options)
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
 
@@ -49,6 +54,10 @@ class CifarNet(nn.Module):
         self.fc = nn.Linear(in_planes, num_classes)
 
         he_init(self)
+        if init == "delta_orthogonal":
+            delta_orthogonal_init(self)
+        elif init != "he":
+            raise ValueError(f"unknown init {init!r}; valid: he, delta_orthogonal")
         if zero_init_residual:
             zero_init_last_bn(self)
 

@@ -7,13 +7,16 @@ under a second, before torch is imported. ``registry.py`` builds the networks.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 
 # block name -> convs per block (the block classes in blocks.py read their count from here;
-# a new block type adds a row here and a class to blocks.BLOCKS)
-BLOCK_CONVS: dict[str, int] = {"basic": 2, "bottleneck": 3, "preact": 2}
+# ``registry.register_block`` adds a row for a block registered later, a plug-in's too)
+BLOCK_CONVS: dict[str, int] = {"basic": 2, "bottleneck": 3, "preact": 2,
+                               "highway": 2, "skipinit": 2, "rezero": 2, "fixup": 2, "looks_linear": 2}
 
 # depth -> (block name, blocks per stage): the rows of the paper's Table 1.
 IMAGENET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -37,6 +40,8 @@ def blocks_per_stage(depth: int, convs_per_block: int) -> int:
 
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+REMEDY_DEPTHS = (20, 32, 44, 56, 110)
+BUILT_IN = "built-in"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,12 @@ class Family:
     # layout of Table 1 (64/128/256/512), with the ImageNet stem or, on CIFAR, a 3x3 one
     layout: str = "6n+2"
     suffix: str = ""               # names are <prefix><depth><suffix>: resnet18_cifar
+    # the 6n+2 net's options (``cifar.CifarNet``: norm, init), as (name, value) pairs
+    options: tuple[tuple[str, Any], ...] = ()
+    # a whole-network builder instead of CifarNet: a name in ``remedies.NET_BUILDERS`` or a
+    # plug-in's callable, called as builder(depth, shortcut, num_classes, zero_init_residual)
+    builder: str | Callable[..., Any] | None = None
+    origin: str = BUILT_IN         # "built-in", or the plug-in that registered it (``plugin_origin``)
 
     @property
     def key(self) -> str:
@@ -95,7 +106,53 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            "ImageNet plain net (paper Table 1)", layout="four-stage"),
     Family("imagenet_resnet", "imagenet", None, True, "B", tuple(IMAGENET_LAYOUTS),
            "ImageNet ResNet, torchvision-compatible, option B by default", layout="four-stage"),
+    # The published remedies for degradation (models/remedies.py; README, "Remedies").
+    Family("highway", "cifar", "highway", True, "A", REMEDY_DEPTHS,
+           "Highway gates on the shortcut, gate bias -2 (Srivastava et al. 2015)"),
+    Family("fixup", "cifar", "fixup", True, "A", REMEDY_DEPTHS,
+           "Fixup: residual net without normalisation (Zhang, Dauphin, Ma, ICLR 2019)", builder="fixup"),
+    Family("skipinit", "cifar", "skipinit", True, "A", REMEDY_DEPTHS,
+           "SkipInit: no normalisation, a scalar at 0 on each branch (De & Smith 2020)", options=(("norm", False),)),
+    Family("rezero", "cifar", "rezero", True, "A", REMEDY_DEPTHS,
+           "ReZero: a scalar at 0 on each branch, BN kept (Bachlechner et al. 2020)"),
+    Family("plain", "cifar", "basic", False, None, REMEDY_DEPTHS,
+           "plain net, delta-orthogonal initialisation (Xiao et al., ICML 2018)",
+           suffix="_deltaorth", options=(("init", "delta_orthogonal"),)),
+    Family("plain", "cifar", "looks_linear", False, None, REMEDY_DEPTHS,
+           "plain net, CReLU and looks-linear initialisation (Balduzzi et al., ICML 2017)",
+           suffix="_looklinear", builder="looks_linear"),
+    Family("plain", "cifar", "basic", False, None, REMEDY_DEPTHS,
+           "plain net without BatchNorm (convs with biases)", suffix="_nobn", options=(("norm", False),)),
+    Family("resnet", "cifar", "basic", True, "A", REMEDY_DEPTHS,
+           "CIFAR ResNet without BatchNorm (convs with biases)", suffix="_nobn", options=(("norm", False),)),
 )}
+
+# Where each block came from: "built-in", or the plug-in that registered it (by its content,
+# "sha256:<hex>": the same text read from two paths is one plug-in); and each origin in words.
+BLOCK_ORIGINS: dict[str, str] = {name: BUILT_IN for name in BLOCK_CONVS}
+ORIGIN_LABELS: dict[str, str] = {BUILT_IN: BUILT_IN}
+_origin = [BUILT_IN]
+
+
+@contextmanager
+def plugin_origin(origin: str, label: str) -> Iterator[None]:
+    """While a plug-in is imported: what it registers is recorded as coming from ``origin``."""
+    ORIGIN_LABELS.setdefault(origin, label)
+    _origin.append(origin)
+    try:
+        yield
+    finally:
+        _origin.pop()
+
+
+def current_origin() -> str:
+    return _origin[-1]
+
+
+def origin_label(origin: str) -> str:
+    """An origin in words: "built-in", or "plug-in <path> (sha256 ...)"."""
+    return ORIGIN_LABELS.get(origin, origin)
+
 
 _NAME = re.compile(r"^([a-z_]+?)(\d+)(_[a-z]+)?$")
 

@@ -104,8 +104,8 @@ def _finals(runs: pd.DataFrame, column: str) -> dict[int, float]:
     return {int(r.seed): float(getattr(r, column)) for r in done.itertuples() if pd.notna(getattr(r, column))}
 
 
-def _add_seeds_hint(name: str, experiments_dir: str | Path) -> str:
-    f = Path(experiments_dir) / "ablations.yaml"
+def _add_seeds_hint(name: str, experiments_dir: str | Path, experiment: str = "ablations") -> str:
+    f = Path(experiments_dir) / f"{experiment}.yaml"
     if f.is_absolute() and f.is_relative_to(Path.cwd()):  # as the user would type it, from where they are
         f = f.relative_to(Path.cwd())
     return (f"python -m resnet_exp run {f} --only {name} trains the row's missing seeds and its baseline's; "
@@ -122,7 +122,8 @@ def ablation_rows(res: Results, experiments_dir: str | Path = "experiments",
         first = group.iloc[0]
         base_exp, _, base_name = (first["baseline"] or "/").partition("/")
         base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)]
-        hint = _add_seeds_hint(first["sweep_row"] if pd.notna(first.get("sweep_row")) else name, experiments_dir)
+        hint = _add_seeds_hint(first["sweep_row"] if pd.notna(first.get("sweep_row")) else name, experiments_dir,
+                               experiment)
         entry = {"group": first["group"] or "-", "row": name, "baseline": first["baseline"] or "-",
                  "sweep_row": first.get("sweep_row"), "sweep_values": first.get("sweep_values"),
                  "status": ", ".join(sorted(set(group["status"]))), "note": first["note"] or ""}

@@ -50,6 +50,9 @@ REPORTS = (
            "beside ResNets, and the paper's Sec. 4.1 claim (C8) judged.", ("figure1", "figure6")),
     Report("ablations", "Ablations", "Every row of experiments/ablations.yaml against its baseline.",
            ("ablations", "figure6")),
+    Report("remedies", "Remedies for degradation", "Highway, Fixup, SkipInit, ReZero, delta-orthogonal and "
+           "looks-linear plain nets, and nets without BN, against plain-56 and ResNet-56, with their layer signals.",
+           ("remedies",)),
 )
 
 class IPCKernelManager(KernelManager):

@@ -72,7 +72,9 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
         cfg, recipe = meta["config"], meta["config"].get("recipe", {})
         log = _read_log(run.log_path)
         try:  # someone else's folder may name a model or keys this version does not know
-            family, depth = parse_model_name(cfg["model"])
+            # recorded since plug-ins (whose families the reports never import); older folders: from the name
+            family, depth = (cfg["family"], int(cfg["depth"])) if "family" in cfg and "depth" in cfg else \
+                (parse_model_name(cfg["model"])[0].key, parse_model_name(cfg["model"])[1])
             if missing := [k for k in ("name", "seed") if k not in cfg]:
                 raise KeyError(", ".join(missing))
         except (KeyError, TypeError, ValueError) as e:
@@ -83,7 +85,7 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
         key = run.key
         runs.append({
             "run": key, "experiment": run.experiment, "name": cfg["name"], "model": cfg["model"],
-            "family": family.key, "depth": depth, "shortcut": cfg.get("shortcut"), "seed": cfg["seed"],
+            "family": family, "depth": depth, "shortcut": cfg.get("shortcut"), "seed": cfg["seed"],
             "group": cfg.get("group"), "note": cfg.get("note"), "baseline": cfg.get("baseline"),
             "status": meta.get("status", "unknown"),
             "iteration": int(last["iteration"]) if last is not None else 0,

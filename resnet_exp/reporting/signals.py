@@ -122,7 +122,8 @@ def first_last_ratio(run: pd.DataFrame, column: str = "grad_norm") -> pd.DataFra
         else:
             p = p.sort_values("layer")
             first, last = p[column].iloc[0], p[column].iloc[-1]
-        rows.append({"iteration": it, "ratio": first / last if last > 0 else float("inf")})
+        # 0/0 where every branch starts at zero (Fixup, SkipInit, ReZero: no branch weight has a gradient yet)
+        rows.append({"iteration": it, "ratio": first / last if last > 0 else float("nan") if first == 0 else float("inf")})
     return pd.DataFrame(rows, columns=["iteration", "ratio"])
 
 

@@ -34,12 +34,12 @@ from ..models import build_model
 from .device import pick_device
 from .planning.experiments import Recipe, load_profiles
 from .training.provenance import device_name, git_commit
-from .training.step import EAGER_STEPS, make_optimizer, make_stepper, set_determinism
+from .training.step import EAGER_STEPS, make_optimizer, make_stepper, set_numerics
 
 WARMUP_ITERS = EAGER_STEPS + 2  # a graphed step's real steps and its capture come before the timing
 # The step modes ``bench --modes`` compares: recipe changes over the profile's recipe.
 MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True},
-         "graph-bf16": {"cuda_graph": True, "precision": "bf16"}}
+         "graph-tf32": {"cuda_graph": True, "precision": "tf32"}, "graph-bf16": {"cuda_graph": True, "precision": "bf16"}}
 
 
 def gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
@@ -91,7 +91,7 @@ def bench_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, device: torch.
     splits = prepare_splits(Cifar10(x, y, x[:10], y[:10], {}), device)
     torch.manual_seed(0)
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
-    set_determinism(model, recipe, device)  # as a run does: cuDNN's autotuner on CUDA unless deterministic
+    set_numerics(model, recipe, device)  # as a run does: its precision, cuDNN's autotuner unless deterministic
     step, _ = make_stepper(model, make_optimizer(model, recipe, device), recipe, device)
     batches = TrainBatches(splits.train_x, splits.train_y, recipe.batch_size, augment=recipe.augment, seed=0)
     batch_size = recipe.batch_size
@@ -120,6 +120,7 @@ def bench_textbook(model_name: str, x: torch.Tensor, y: torch.Tensor, device: to
                                          persistent_workers=workers > 0)
     torch.manual_seed(0)
     model = build_model(model_name).to(device).train()
+    set_numerics(model, recipe, device)  # the same arithmetic as ours (fp32: TF32 off), whatever ran before
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     done, t = 0, None

@@ -169,6 +169,11 @@ class RunDir:
     responses_path = property(lambda self: self.path / "responses.csv")  # Figure 7 (responses.py)
     signals_path = property(lambda self: self.path / "signals.csv")      # layer signals (signals.py)
 
+    def plugin_path(self, file_name: str) -> Path:
+        """The copy of a plug-in's source this run trained (models/plugins.py): kept, never imported;
+        a file at the folder's top, like every file a run writes (Ray sends those between nodes)."""
+        return self.path / f"plugin-{file_name}"
+
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
@@ -387,7 +392,8 @@ def publish_results(source: str | Path, dest: str | Path, only_finished: bool = 
             continue
         target = RunDir.for_run(dest, run.experiment, run.name)
         target.path.mkdir(parents=True, exist_ok=True)
-        for f in (run.log_path, run.model_path, run.mean_path, run.responses_path, run.signals_path):
+        for f in (run.log_path, run.model_path, run.mean_path, run.responses_path, run.signals_path,
+                  *sorted(run.path.glob("plugin-*.py"))):
             if f.exists():
                 shutil.copy2(f, target.path / f.name)
         meta = run.read_meta() or {}

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Protocol
 from tqdm import tqdm
 
 from ... import stopping
+from ...fileio import human_duration
 from ..planning.plan import Job
 from ..rundir import RunStatus
 from .worker import NO_SPACE, Outcome, WorkerContext, run_job
@@ -151,21 +152,32 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """One run after another in this process, on one device: a progress bar per run."""
+    """One run after another in this process, on one device: a progress bar per run, and a line
+    before each run (run k of n, elapsed, the time left at the speed so far) and after it (its errors)."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
 
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
         outcomes = []
+        todo = [j.spec.recipe.iterations - j.done_iterations for j in jobs]
+        t0 = time.monotonic()
         for i, job in enumerate(jobs):
             if i:
                 stopping.pause_for_test("between-runs")
             if stop.act():  # Ctrl-C between two runs
                 break
+            # the whole job in one line per run: which, how far, and the time left at the speed so far
+            elapsed, done = time.monotonic() - t0, sum(todo[:i])
+            left = f", about {human_duration(elapsed * (sum(todo) - done) / done)} left" if done and elapsed else ""
+            print(f"[run {i + 1}/{len(jobs)}] {job.spec.label}: {human_duration(elapsed)} elapsed{left}", flush=True)
             outcome = run_job(job, dataclasses.replace(ctx, threads=self.threads),
                               {"executor": "local", "device": ctx.device})
             outcomes.append(outcome)
+            f = outcome.final
+            errors = (f": train {f['train_error']:.2f} % / test {f['test_error']:.2f} %"
+                      if "train_error" in f and "test_error" in f else "")
+            print(f"[{outcome.status}] {job.spec.label}{errors}", flush=True)
             if outcome.status == RunStatus.INTERRUPTED.value:  # Ctrl-C reached train_run
                 stop.requested = True
                 break

@@ -33,7 +33,7 @@ from ..planning.estimate import Estimator, Sharing
 from ..planning.plan import Action, Plan
 from ..planning.planner import Invocation, Request, plan_invocation, select
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
-from ..training.step import step_mode
+from ..training.step import arithmetic, step_mode
 from ..training.timing import time_step_cost
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .worker import NO_SPACE, Outcome, WorkerContext
@@ -136,7 +136,9 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
     executor = executor.resolved(dev)
     runner, slots = executor.build(dev, progress)
-    estimator = Estimator(lambda model, batch: time_step_cost(model, batch, dev), prov["n_test"])
+    estimator = Estimator(lambda model, batch: time_step_cost(model, batch, dev), prov["n_test"],
+                          progress=lambda k, n, model: print(f"timing {n} model{'s' if n > 1 else ''} for the "
+                                                             f"estimate: {k}/{n} ({model})", flush=True))
     stopping.pause_for_test("plan")  # before the models are timed for the estimate
     inv = plan_invocation(selection, results_dir, prov, estimator if (estimate or request.budget_s) else None,
                           executor.sharing(dev, slots), read_record(results_dir))
@@ -274,6 +276,8 @@ def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) 
           + (f", {plan.count(Action.DAMAGED)} damaged (not trained)" if plan.count(Action.DAMAGED) else ""))
     for mode in dict.fromkeys(step_mode(j.spec.recipe, device) for j in plan.jobs):
         print(f"  step: {mode}")
+    for math in dict.fromkeys(arithmetic(j.spec.recipe, device) for j in plan.jobs):
+        print(f"  arithmetic: {math}")
     if device.type == "cpu" and (busy := busy_cpus()) >= 1:
         print(f"  NOTE: {busy:.1f} of this machine's {os.cpu_count()} CPUs are busy with other work. "
               "Training threads then wait for cores and can run several times slower (resnet110 at batch 32 "

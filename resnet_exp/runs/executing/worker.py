@@ -23,6 +23,7 @@ import torch
 from ...data.cifar10 import Cifar10, load_cifar10
 from ...data.loader import DeviceSplits, prepare_splits
 from ...fileio import is_no_space, no_space_message
+from ...models.plugins import ensure_plugins
 from ..planning.plan import Job, finished_by_identity
 from ..rundir import RunStatus
 from ..training.train import RunInterrupted, train_run
@@ -90,6 +91,7 @@ def run_job(job: Job, ctx: WorkerContext, where: dict[str, Any] | None = None) -
     where = {"host": platform.node(), "pid": os.getpid(), **(where or {})}
     if ctx.stop_file and os.path.exists(ctx.stop_file):  # stopped before this job began: leave it untouched
         return Outcome(job, "not started", where=where)
+    ensure_plugins(job.spec.plugins)  # its model's code, from the job (a fresh worker or a Ray node lacks it)
     lock = job.run.lock(job.identity)
     if not lock.acquire():
         return Outcome(job, "locked", where=where)
@@ -132,6 +134,7 @@ def train_job(job: Job, ctx: WorkerContext, where: dict[str, Any]) -> Outcome:
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     device = torch.device(ctx.device)
+    ensure_plugins(job.spec.plugins)  # a Ray node without the driver's files trains from here
     try:
         splits, provenance = splits_for(job, ctx, device)
         meta = train_run(job.spec, splits, job.run, device, provenance, job.identity, ctx.progress,

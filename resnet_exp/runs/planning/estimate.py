@@ -37,9 +37,10 @@ class Estimator:
     (model, batch) once); ``scaled`` estimates models not measured from the measured ones'
     seconds per FLOP."""
 
-    def __init__(self, cost: CostFn, n_test: int) -> None:
+    def __init__(self, cost: CostFn, n_test: int, progress: Callable[[int, int, str], None] | None = None) -> None:
         self.cost, self.n_test = cost, n_test
         self.costs: dict[tuple[str, int], StepCost] = {}
+        self.progress = progress  # (k, n, model) before the k-th of n models is timed: no silent minutes
 
     def _run_seconds(self, job: Job, cost: StepCost) -> float:
         r = job.spec.recipe
@@ -53,13 +54,12 @@ class Estimator:
         return cost.step_s * steps + cost.eval_image_s * evals * (test_images + r.val_split)
 
     def timed(self, jobs: list[Job]) -> dict[Job, float]:
-        out = {}
-        for job in jobs:
-            key = (job.spec.model, job.spec.recipe.batch_size)
-            if key not in self.costs:
-                self.costs[key] = self.cost(*key)
-            out[job] = self._run_seconds(job, self.costs[key])
-        return out
+        todo = [k for k in dict.fromkeys((j.spec.model, j.spec.recipe.batch_size) for j in jobs) if k not in self.costs]
+        for i, key in enumerate(todo, start=1):
+            if self.progress:
+                self.progress(i, len(todo), key[0])
+            self.costs[key] = self.cost(*key)
+        return {job: self._run_seconds(job, self.costs[(job.spec.model, job.spec.recipe.batch_size)]) for job in jobs}
 
     def scaled(self, jobs: list[Job]) -> float:
         """Total seconds, by FLOPs from the models timed so far (timing one more if none)."""

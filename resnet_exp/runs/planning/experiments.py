@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ...models import parse_model_name, resolve_shortcut
+from ...models.plugins import PluginError, PluginSource, load_plugins, sources_of
 
 PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 
@@ -93,7 +94,9 @@ class Recipe(BaseModel):
                                              "a multiple of 10 (balanced per class)")
     train_per_class: int | None = Field(ge=1, description="use at most this many training images per class")
     test_per_class: int | None = Field(ge=1, description="use at most this many test images per class")
-    precision: Literal["fp32", "bf16"] = Field(description="fp32, or bf16 autocast (GPU speed-up)")
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        description="fp32 (IEEE, TF32 off on CUDA), tf32 (CUDA's TF32 tensor cores for convolutions and "
+                    "matmuls; fp32 on a CPU), or bf16 autocast")
     eval_every: int = Field(ge=1, description="iterations between log lines (test evaluations)")
     checkpoint_every_s: float = Field(ge=0, description="seconds of training between checkpoints")
     cuda_graph: bool = Field(description="on CUDA, capture the step in a CUDA graph and replay it "
@@ -194,7 +197,10 @@ class Row(BaseModel):
 
 
 ROW_KEYS = tuple(Row.model_fields)
-FILE_KEYS = ("description", "defaults", "rows")
+FILE_KEYS = ("description", "plugins", "defaults", "rows")
+# where the suite's own experiment files live: a baseline such as figure6/resnet56 named by a
+# file in the user's own folder resolves here when that folder has no figure6.yaml
+SUITE_EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
 
 
 # --------------------------------------------------------------------------- errors
@@ -251,6 +257,7 @@ class RunSpec:
     source: str = field(default="")  # "file.yaml row 3", for messages
     file: str = ""                   # the experiment file it came from
     sweep: dict[str, Any] | None = None  # a swept row's run: {"row": name, "values": {key: value}}
+    plugins: tuple[PluginSource, ...] = ()  # the plug-ins its model came from (models/plugins.py)
 
     @property
     def depth(self) -> int:
@@ -266,6 +273,8 @@ class RunSpec:
         key = {"model": self.model, "shortcut": self.shortcut, "seed": self.seed,
                "zero_init_residual": self.zero_init_residual, "dataset": dataset_sha256,
                "recipe_version": RECIPE_VERSION, "recipe": self.recipe.identity_fields()}
+        if self.plugins:  # the code it trains (a built-in model's identity has no such key)
+            key["plugins"] = [p.sha256 for p in self.plugins]
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def run_dir_name(self, dataset_sha256: str) -> str:
@@ -277,7 +286,10 @@ class RunSpec:
                 "shortcut": self.shortcut, "seed": self.seed, "profile": self.profile,
                 "group": self.group, "note": self.note, "baseline": self.baseline,
                 "zero_init_residual": self.zero_init_residual, "recipe_version": RECIPE_VERSION,
-                "recipe": self.recipe.model_dump(mode="json"), "sweep": self.sweep}
+                "recipe": self.recipe.model_dump(mode="json"), "sweep": self.sweep,
+                # the reports read family and depth from here: they never import a plug-in
+                "family": parse_model_name(self.model)[0].key, "depth": self.depth,
+                **({"plugins": [p.record() for p in self.plugins]} if self.plugins else {})}
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Recipe]:
@@ -304,6 +316,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# Numbers as a person writes them: YAML 1.1 (PyYAML's) reads 5e-4 and 1e4 as strings, wanting a
+# dot (5.0e-4); YAML 1.2 reads them as numbers, and so does this loader (only this one).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def load_experiment(path: str | Path, profile: str, check_baselines: bool = True) -> list[RunSpec]:
     """Every run of one experiment file under one profile; ExperimentError on any mistake."""
     path = Path(path)
@@ -324,6 +344,14 @@ def load_experiment(path: str | Path, profile: str, check_baselines: bool = True
         raise ExperimentError(f"{path}: expected a mapping with a non-empty list under 'rows'")
     if unknown := set(doc) - set(FILE_KEYS):
         raise ExperimentError(f"{path}: unknown top-level key(s) {sorted(unknown)}; valid: {list(FILE_KEYS)}")
+    entries = doc.get("plugins") or []
+    if not isinstance(entries, list):
+        raise ExperimentError(f"{path}: 'plugins' must be a list of .py paths (relative to this file) "
+                              "or module names")
+    try:  # before the rows: their model names may be the plug-ins'
+        plugins = load_plugins(entries, path.parent)
+    except PluginError as e:
+        raise ExperimentError(f"{path}: {e}") from None
     defaults = doc.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ExperimentError(f"{path}: 'defaults' must be a mapping of row keys")
@@ -337,7 +365,8 @@ def load_experiment(path: str | Path, profile: str, check_baselines: bool = True
         if label := row.get("name") or row.get("model"):
             label = str(label)
             where += f" ({label[:40]}{'...' if len(label) > 40 else ''})"
-        specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where, str(path)))
+        specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where, str(path),
+                                 plugins))
 
     seen: dict[tuple[str, int], str] = {}
     for s in specs:
@@ -358,15 +387,23 @@ def _check_baselines(specs: list[RunSpec], path: Path, profile: str) -> None:
             continue
         experiment, name = s.baseline.split("/")
         if experiment not in names:
-            other = path.with_name(f"{experiment}.yaml")
+            other = baseline_file(path, experiment)
             if not other.exists():
+                valid = sorted({p.stem for d in (path.parent, SUITE_EXPERIMENTS) for p in d.glob("*.yaml")})
                 raise ExperimentError(f"{s.source}: key 'baseline' {s.baseline!r}: there is no experiment file "
-                                      f"{other}; valid experiments: "
-                                      f"{', '.join(sorted(p.stem for p in path.parent.glob('*.yaml')))}")
+                                      f"{experiment}.yaml beside {path} or in the suite's {SUITE_EXPERIMENTS}; "
+                                      f"valid experiments: {', '.join(valid)}")
             names[experiment] = {o.name for o in load_experiment(other, profile, check_baselines=False)}
         if name not in names[experiment]:
             raise ExperimentError(f"{s.source}: key 'baseline' {s.baseline!r}: {experiment} has no row named "
                                   f"{name!r}; its rows: {', '.join(sorted(names[experiment]))}")
+
+
+def baseline_file(path: Path, experiment: str) -> Path:
+    """The experiment file a ``baseline: <experiment>/<name>`` of ``path`` names: beside it,
+    else the suite's own (so a file in the user's folder can name figure6/resnet56)."""
+    beside = Path(path).with_name(f"{experiment}.yaml")
+    return beside if beside.exists() else SUITE_EXPERIMENTS / f"{experiment}.yaml"
 
 
 def check_against_data(specs: list[RunSpec], n_train: int, n_test: int) -> None:
@@ -392,7 +429,7 @@ def _check_keys(row: dict[str, Any], where: str) -> None:
 
 
 def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str, where: str,
-                file: str = "") -> list[RunSpec]:
+                file: str = "", plugins: list[PluginSource] | None = None) -> list[RunSpec]:
     _check_keys(row, where)
     try:
         r = Row.model_validate({k: v for k, v in row.items() if k in ROW_KEYS})
@@ -424,7 +461,7 @@ def _expand_row(row: dict[str, Any], base: Recipe, profile: str, experiment: str
         specs += [RunSpec(experiment=experiment, name=run_name, model=r.model, shortcut=shortcut, seed=seed,
                           recipe=recipe, profile=profile, group=r.group, opt_in=r.opt_in, note=r.note,
                           baseline=r.baseline, zero_init_residual=r.zero_init_residual, source=at, file=file,
-                          sweep=sweep) for seed in seeds]
+                          sweep=sweep, plugins=sources_of(r.model, plugins or [])) for seed in seeds]
     return specs
 
 
@@ -447,7 +484,7 @@ def baseline_seed_runs(specs: list[RunSpec], profile: str) -> list[RunSpec]:
     wanted: dict[str, tuple[str, set[int]]] = {}
     for s in specs:
         if s.baseline:
-            file = str(Path(s.file).with_name(f"{s.baseline.split('/')[0]}.yaml")) if s.file else ""
+            file = str(baseline_file(Path(s.file), s.baseline.split('/')[0])) if s.file else ""
             wanted.setdefault(s.baseline, (file, set()))[1].add(s.seed)
     extra: list[RunSpec] = []
     for baseline, (file, seeds) in wanted.items():
@@ -476,14 +513,17 @@ def select_runs(files: list[str], profile: str, only: list[str] | None = None,
         stems[stem] = f
         specs.extend(load_experiment(f, profile))
     if only:
-        # a swept row is named by its row name (all its runs) or by one run's name
-        swept = {s.sweep["row"] for s in specs if s.sweep}
-        only = [o for o in only if o not in swept] + [s.name for s in specs if s.sweep and s.sweep["row"] in only]
-        unknown = set(only) - {s.name for s in specs}
+        # a row is named by its name (in every file) or by experiment/name (in that file alone); a
+        # swept row by its row name (all its runs) or by one run's name
+        def names(s: RunSpec) -> set[str]:
+            row = s.sweep["row"] if s.sweep else s.name
+            return {s.name, row, f"{s.experiment}/{s.name}", f"{s.experiment}/{row}"}
+
+        unknown = set(only) - set().union(*map(names, specs))
         if unknown:
             raise ExperimentError(f"--only {' '.join(sorted(unknown))}: no such row; rows are "
-                                  f"{', '.join(dict.fromkeys(s.name for s in specs))}")
-        chosen = [s for s in specs if s.name in only]
+                                  f"{', '.join(dict.fromkeys(s.name for s in specs))} (or experiment/name)")
+        chosen = [s for s in specs if names(s) & set(only)]
     else:
         chosen = [s for s in specs if include_opt_in or not s.opt_in]
     return chosen + baseline_seed_runs(chosen, profile)

@@ -20,9 +20,18 @@ def static_meta(spec: RunSpec, identity: str, n_params: int, dataset: dict[str, 
     """The fields of meta.json that do not change while the run trains."""
     return {"identity": identity, "config": spec.config(), "params": n_params, "dataset": dataset,
             "device": device_name(device), "torch": torch.__version__,
-            "cuda": torch.version.cuda if device.type == "cuda" else None,
+            "cuda": torch.version.cuda if device.type == "cuda" else None, "tf32": tf32_flags(device),
             "python": platform.python_version(), "host": platform.node(), "git_commit": git_commit(),
             "worker": where or {"executor": "local", "pid": os.getpid()}}
+
+
+def tf32_flags(device: torch.device) -> dict[str, bool] | None:
+    """Whether cuDNN's convolutions and cuBLAS's matmuls may use TF32, as this process has them
+    (``step.set_numerics`` sets them from the recipe's precision); None off CUDA, where TF32
+    does not exist. Read at the run's start, after ``set_numerics``."""
+    if device.type != "cuda":
+        return None
+    return {"cudnn": bool(torch.backends.cudnn.allow_tf32), "cublas": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 def device_name(device: torch.device) -> str:

@@ -109,6 +109,9 @@ def update_responses(results: str, data: str | None = None, data_dir: str = "dat
         if (run.read_meta() or {}).get("dataset", {}).get("sha256") != ds.provenance["sha256"]:
             print(f"[responses] {run.key}: trained on another dataset; pass its --data")
             continue
+        if cfg.get("plugins"):  # results folders run no code: a plug-in's model is not rebuilt from them
+            print(f"[responses] {run.key}: skipped, its model comes from a plug-in (rerun its experiment to train it)")
+            continue
         per_class = cfg["recipe"].get("test_per_class")
         idx = per_class_indices(ds.test_y, first=per_class) if per_class else torch.arange(len(ds.test_y))
         try:  # weights_only: tensors, never code; a file of the wrong shape is named, not a traceback

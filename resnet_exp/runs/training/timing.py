@@ -13,7 +13,7 @@ from ...data.loader import eval_batch_size, evaluate
 from ...models import build_model
 from ..planning.estimate import StepCost
 from ..planning.experiments import load_profiles
-from .step import EAGER_STEPS, make_optimizer, make_stepper, set_determinism
+from .step import EAGER_STEPS, make_optimizer, make_stepper, set_numerics
 
 
 def seconds_per_call(call: Callable[[], object], budget_s: float, warm_calls: int = 1) -> float:
@@ -34,7 +34,7 @@ def time_per_step(model_name: str, batch_size: int, device: torch.device, budget
     eager steps and capture, for at least two steps or ``budget_s``."""
     recipe = load_profiles()["paper"]
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
-    set_determinism(model, recipe, device)  # the kernels a run picks (cuDNN's autotuner on CUDA)
+    set_numerics(model, recipe, device)  # the kernels a run picks (cuDNN's autotuner on CUDA)
     step, _ = make_stepper(model, make_optimizer(model, recipe, device), recipe, device)
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ...data.loader import DeviceSplits, TrainBatches, evaluate
 from ...fileio import atomic_torch_save, atomic_write_bytes
 from ...models import build_model
+from ...models.plugins import ensure_plugins
 from ...stopping import StopRequest
 from ..planning.experiments import Recipe, RunSpec
 from ..rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
@@ -36,7 +37,7 @@ from .callbacks import Callback, LoopContext
 from .provenance import static_meta
 from .responses import ResponsesCallback
 from .signals import SignalRecorder
-from .step import Capture, GraphedStep, make_optimizer, make_stepper, set_determinism
+from .step import Capture, GraphedStep, make_optimizer, make_stepper, set_numerics
 
 # Divergence: a non-finite loss, or a training loss above DIVERGED_LOSS (about 40x the
 # 2.3 of a chance guess over 10 classes) on DIVERGED_LINES consecutive log lines. Such a
@@ -58,6 +59,7 @@ def lr_at(iteration: int, recipe: Recipe, warming_up: bool) -> float:
 
 
 def build_for(spec: RunSpec, device: torch.device) -> torch.nn.Module:
+    ensure_plugins(spec.plugins)  # a worker imports the run's plug-ins from the text that came with it
     torch.manual_seed(spec.seed)  # model init; the data stream has its own generator
     model = build_model(spec.model, shortcut=spec.shortcut, zero_init_residual=spec.zero_init_residual)
     return model.to(device).to(memory_format=torch.channels_last)
@@ -216,7 +218,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     r = spec.recipe
     run.path.mkdir(parents=True, exist_ok=True)
     model = build_for(spec, device)
-    set_determinism(model, r, device)
+    set_numerics(model, r, device)
     optimizer = make_optimizer(model, r, device)
     batches = TrainBatches(splits.train_x, splits.train_y, r.batch_size, r.augment, seed=spec.seed)
     amp = torch.bfloat16 if r.precision == "bf16" else None
@@ -244,6 +246,9 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
 
     if not run.mean_path.exists():
         atomic_torch_save(splits.mean.cpu(), run.mean_path)
+    for src in spec.plugins:  # the code this run trains, kept beside its results
+        if not (copy := run.plugin_path(src.file_name)).exists():
+            atomic_write_bytes(copy, src.text.encode())
     meta = {**(run.read_meta() or {}), **static_meta(spec, identity, model_params(model), dataset, device, where),
             "status": RunStatus.RUNNING.value, "iteration": start, "step": how}
     meta.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -257,12 +262,12 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
 
     # ---- train
     t_line = last_ckpt = time.perf_counter()
-    bar = tqdm(total=r.iterations, initial=start, desc=spec.name, disable=not progress,
+    bar = tqdm(total=r.iterations, initial=start, desc=spec.label, disable=not progress,
                dynamic_ncols=True, leave=True, mininterval=2.0)
     model.train()
     status = RunStatus.RUNNING
     high_loss = 0  # consecutive log lines with a training loss above DIVERGED_LOSS
-    with StopRequest(stop_file) as stop:
+    with StopRequest(stop_file) as stop, step:  # leaving it releases a captured graph
         for it in range(start, r.iterations):
             if stop.requested:  # checkpoint mid-interval: the running sums go with it
                 write_checkpoint(run, meta, state, ctx, time.perf_counter() - t_line)
@@ -324,14 +329,16 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     written = [p for cb in callbacks for p in cb.on_end(ctx, status)]
     if status == RunStatus.FINISHED:
         # the checksums that tell the run's results from damaged copies (RunDir.check)
-        meta["files"] = {p.name: sha256_file(p) for p in (run.log_path, run.model_path, run.mean_path, *written)}
+        meta["files"] = {p.name: sha256_file(p) for p in (run.log_path, run.model_path, run.mean_path, *written,
+                                                          *(run.plugin_path(s.file_name) for s in spec.plugins))}
     final = rows[-1] if rows else {}
     meta.update(status=status.value, iteration=int(final.get("iteration", start)), wall_time_s=round(state.elapsed_s, 1),
                 warmup_end_iteration=state.warmup_end, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 final={k: float(final[k]) for k in ("train_error", "test_error", "train_loss", "test_loss",
                                                     "val_error") if k in final})
     if isinstance(step, GraphedStep):  # how often it was captured; and what it became if a capture failed
-        meta.update(step=step.mode if step.failed else how, step_captures=len(step.captures))
+        meta.update(step=step.mode if step.failed else how, step_captures=len(step.captures),
+                    step_capture_log=step.capture_log)
     run.write_meta(meta)
     if status == RunStatus.FINISHED:  # no longer needed: the final weights are in model.pt
         run.checkpoint_path.unlink(missing_ok=True)

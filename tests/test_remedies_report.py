@@ -1,0 +1,58 @@
+"""The remedies report's verdicts on made-up numbers with known answers: which remedies train
+(their training error against their baseline's, over seeds), which diverged, the published
+numbers by row, and the first/last gradient ratio of nets whose branches start at zero."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from resnet_exp.reporting import remedies
+from resnet_exp.reporting.results import load_results
+from resnet_exp.reporting.signals import first_last_ratio
+
+from .fake_runs import write_run
+
+
+def test_remedies_train_or_not_by_their_training_error_and_a_diverged_one_is_named(tmp_path):
+    results = tmp_path / "results"
+    for seed, (plain, resnet, good, bad, fine) in enumerate([(50, 20, 30, 60, 21), (52, 21, 31, 61, 20),
+                                                             (51, 22, 29, 62, 22)], start=1):
+        write_run(results, "figure6", "plain56", plain, plain + 2, seed=seed)
+        write_run(results, "figure6", "resnet56", resnet, resnet + 2, seed=seed)
+        write_run(results, "remedies", "plain56_deltaorth", good, good + 2, seed=seed,
+                  group="delta-orthogonal", baseline="figure6/plain56")
+        write_run(results, "remedies", "highway56", bad, bad + 2, seed=seed, group="highway",
+                  baseline="figure6/resnet56")
+        write_run(results, "remedies", "rezero56", fine, fine + 2, seed=seed, group="rezero",
+                  baseline="figure6/resnet56")
+        nobn = write_run(results, "remedies", "resnet56_nobn", 90, 90, seed=seed, group="no BN",
+                         baseline="figure6/resnet56")
+        meta = json.loads(nobn.meta_path.read_text())
+        nobn.meta_path.write_text(json.dumps({**meta, "status": "diverged"}))
+    rows = {e["row"]: e for e in remedies.remedy_rows(load_results(results), tmp_path)}
+    assert rows["plain56_deltaorth"]["trains"] is True and rows["plain56_deltaorth"]["train"].verdict == "lower error"
+    assert rows["highway56"]["trains"] is False and rows["highway56"]["train"].verdict == "higher error"
+    assert rows["rezero56"]["trains"] is True and rows["rezero56"]["train"].verdict == "within noise"
+    assert rows["resnet56_nobn"]["trains"] is False
+    assert rows["rezero56"]["published"].startswith("6.38") and rows["highway56"]["published"].startswith("Highway 32")
+    assert all(e["bounded"] is None and e["predicted"] is None for e in rows.values())  # no signals recorded
+    text = "\n".join(remedies.verdict_sentences(list(rows.values())))
+    assert "**resnet56_nobn** (no BN): **diverged**" in text
+    assert "training error 30.00 +- 1.00 (3 seeds) against 51.00 +- 1.00 (3 seeds) for figure6/plain56 " \
+           "(**lower error**)" in text
+    table = remedies.remedy_table(list(rows.values()))
+    assert dict(zip(table["row"], table["trains?"])) == {"plain56_deltaorth": "yes", "highway56": "no",
+                                                         "rezero56": "yes", "resnet56_nobn": "no (diverged)"}
+
+
+def test_where_every_branch_starts_at_zero_the_ratio_is_0_over_0_not_infinite():
+    layers = ["layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer3.8.conv1.weight", "layer3.8.conv2.weight"]
+    run = pd.DataFrame({"iteration": [0] * 4 + [10] * 4, "layer": list(range(4)) * 2, "layer_name": layers * 2,
+                        "grad_norm": [0.0] * 4 + [3.0, 4.0, 1.0, 0.0]})
+    ratio = first_last_ratio(run)
+    assert math.isnan(ratio.iloc[0]["ratio"]) and ratio.iloc[1]["ratio"] == 5.0
+    assert remedies.bounded([ratio.iloc[1]["ratio"]]) is True and remedies.bounded([11.0]) is False
+    assert remedies._ratio(float("nan")) == "0/0 (branches at zero)"
