@@ -119,18 +119,18 @@ def load_plugin(src: PluginSource) -> None:
         for key in set(FAMILIES) - families:
             _check_family(key)
     except PluginError as e:
-        _withdraw(families, blocks, module.__name__)
+        _withdraw_origin(src.origin, module.__name__)
         raise PluginError(f"plug-in {src.path}: {e}") from None
     except SyntaxError as e:
-        _withdraw(families, blocks, module.__name__)
+        _withdraw_origin(src.origin, module.__name__)
         raise PluginError(f"plug-in {src.path}, line {e.lineno}: {e.msg}") from None
     except Exception as e:
-        _withdraw(families, blocks, module.__name__)
+        _withdraw_origin(src.origin, module.__name__)
         lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == src.path]
         where = f", line {lines[-1]}" if lines else ""
         raise PluginError(f"plug-in {src.path}{where}: {type(e).__name__}: {e}") from None
     if not set(FAMILIES) - families and not set(BLOCKS) - blocks:
-        _withdraw(families, blocks, module.__name__)
+        _withdraw_origin(src.origin, module.__name__)
         raise PluginError(f"plug-in {src.path} registers nothing: call register_family (and register_block) "
                           "from resnet_exp.models (README, 'Your own model')")
     _LOADED[src.sha256] = src
@@ -160,21 +160,12 @@ def _check_family(key: str) -> None:
                           "a CIFAR-10 model gives 10 logits per image")
 
 
-def _withdraw(families: set[str], blocks: set[str], module: str) -> None:
+def _withdraw_origin(origin: str, module: str | None = None) -> None:
+    """Unregister what a plug-in registered (all of it carries its origin), and its module."""
     from .registry import BLOCKS
 
-    for key in set(FAMILIES) - families:
-        del FAMILIES[key]
-    for name in set(BLOCKS) - blocks:
-        del BLOCKS[name]
-        BLOCK_CONVS.pop(name, None)
-        BLOCK_ORIGINS.pop(name, None)
-    sys.modules.pop(module, None)
-
-
-def _withdraw_origin(origin: str) -> None:
-    from .registry import BLOCKS
-
+    if module:
+        sys.modules.pop(module, None)
     for key in [k for k, f in FAMILIES.items() if f.origin == origin]:
         del FAMILIES[key]
     for name in [n for n, o in BLOCK_ORIGINS.items() if o == origin]:
