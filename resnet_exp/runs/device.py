@@ -28,6 +28,16 @@ def sharing_speedup(runs: int) -> float:
     return float(np.interp(runs, counts, [GPU_SHARING_SPEEDUP[k] for k in counts]))
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively, as PyTorch's oneDNN backend reports it (AVX512-BF16
+    or AMX; not a guess from the CPU's name). Without it bf16 autocast on a CPU is emulated and
+    slower than fp32, so the budget keeps fp32 there (issue 46)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or one that cannot tell
+        return False
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")

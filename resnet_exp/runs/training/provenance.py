@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..device import cpu_native_bf16
 from ..planning.experiments import RunSpec
 
 
@@ -21,6 +22,8 @@ def static_meta(spec: RunSpec, identity: str, n_params: int, dataset: dict[str, 
     return {"identity": identity, "config": spec.config(), "params": n_params, "dataset": dataset,
             "device": device_name(device), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None, "tf32": tf32_flags(device),
+            "cpu_bf16_native": cpu_native_bf16() if device.type == "cpu" else None,
+            "precision": spec.recipe.precision,
             "python": platform.python_version(), "host": platform.node(), "git_commit": git_commit(),
             "worker": where or {"executor": "local", "pid": os.getpid()}}
 
