@@ -5,17 +5,19 @@
 # Safe to rerun and to interrupt: finished runs are skipped, interrupted ones resume.
 # Stop it with Ctrl-C, or SIGTERM to its process group (kill -TERM -- -PGID, timeout(1)): the
 # same at every moment, exit 130 / 143. Started in the background (&, nohup), SIGINT stays
-# ignored: use SIGTERM (README, "Stopping").
+# ignored: use SIGTERM (docs/reliability.md, "Stopping").
 #
 # Options (defaults in brackets):
 #   --budget TIME                 training time you have (90s, 45m, 2h, 1h30m): the longest rung of the
 #                                 ladder (runs/planning/ladder.yaml: 1/128 ... 1 of the paper's schedule) whose
-#                                 estimate here fits [60m on a CPU (README: why), none with CUDA]
+#                                 estimate here fits [60m on a CPU (docs/ladder.md: why), none with CUDA]
 #   --profile NAME                pin a recipe, over any budget: paper, quick, quick128 ... quick2, smoke
 #                                 [paper with CUDA; the budget's rung without]
 #   --data PATH                   a CIFAR-10 folder or archive [$RESNET_EXP_DATA, else data/]
 #   --only NAME ...               only these rows [every row that is not opt-in]
 #   --device auto|cpu|cuda        [auto]
+#   --precision fp32|tf32|bf16    every run's arithmetic [fp32; on a CPU with native bf16 the budget
+#                                 chooses bf16 where the committed references showed it gives fp32's answer]
 #   --results DIR                 [results/, or results-mini/ for the bundled mini subset]
 #   --out DIR                     reports [reports/]
 #   --all                         the whole reproduction even without CUDA [on a CPU: plain20 plain56
@@ -40,13 +42,13 @@
 #   ./run_all.sh --profile smoke                   # a few minutes: checks the plumbing
 #   ./run_all.sh --budget 2h                       # the longest schedule that trains in 2 hours here
 #   ./run_all.sh --gpus 0,1 --runs-per-gpu 2       # two GPUs, 2 runs on each (the default: all, 4)
-#   ./run_all.sh --executor ray --ray-address auto # a Ray cluster (see README)
+#   ./run_all.sh --executor ray --ray-address auto # a Ray cluster (docs/scale-out.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-# Stop policy (README, "Stopping"): Ctrl-C or SIGTERM at any moment ends with one line and exit
+# Stop policy (docs/reliability.md, "Stopping"): Ctrl-C or SIGTERM at any moment ends with one line and exit
 # 130 / 143; the Python steps below apply the same policy themselves (resnet_exp/stopping.py).
 # Where SIGINT was ignored when this script started (a background job), it stays ignored
 # (bash cannot trap it) and SIGTERM stops it. A trap runs once the step in progress has ended.
@@ -54,6 +56,10 @@ stopped() { echo "[run_all] stopped by $1 during $STEP: finished runs are kept; 
 STEP="set-up"
 trap 'stopped SIGINT 130' INT
 trap 'stopped SIGTERM 143' TERM
+trap 'stopped SIGHUP 129' HUP
+# `./run_all.sh | tee log` and Ctrl-C: tee is gone before we are. A write to the closed pipe must
+# fail (and be dropped), not kill this script before the run below has saved its checkpoint.
+trap '' PIPE
 die() { echo "run_all.sh: $1" >&2; echo "run ./run_all.sh --help for the options" >&2; exit 2; }
 # an option's value: present, and not another option
 value() { [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1 needs a value"; printf '%s' "$2"; }
@@ -63,7 +69,7 @@ BUDGET=""
 # The CPU default's budget for training. Set-up, decoding the data and the reports took 2.5 to
 # 5 min on 2-core machines and the estimate came within 3 % (1/32) to 14 % (1/128), so the whole
 # default ends within 90 min wherever a rung fits 60 min; where none does, 1/128 is trained
-# anyway: 76.6 min in all on the slowest machine seen, GEMM 94-101 GFLOP/s (README, "The CPU default").
+# anyway: 76.6 min in all on the slowest machine seen, GEMM 94-101 GFLOP/s (docs/ladder.md, "The CPU default").
 DEFAULT_CPU_BUDGET=60m
 DATA="${RESNET_EXP_DATA:-}"
 RESULTS=""
@@ -73,7 +79,7 @@ EXTRAS=""
 ALL=0
 DRY=0
 # The CPU default (configuration, not code): Figure 1's pair and their residual twins, so a
-# laptop run shows the degradation *and* its cure, in about an hour on 2 cores (README).
+# laptop run shows the degradation *and* its cure, in about an hour on 2 cores (docs/ladder.md).
 CPU_ROWS=(plain20 plain56 resnet20 resnet56)
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -82,7 +88,7 @@ while [ $# -gt 0 ]; do
         --data) DATA="$(value "$@")"; shift 2 ;;
         --results) RESULTS="$(value "$@")"; shift 2 ;;
         --out) OUT="$(value "$@")"; shift 2 ;;
-        --device|--workers|--gpus|--runs-per-gpu|--ray-address|--ray-storage|--cpus-per-run|--threads)
+        --device|--precision|--workers|--gpus|--runs-per-gpu|--ray-address|--ray-storage|--cpus-per-run|--threads)
             PASS+=("$1" "$(value "$@")"); shift 2 ;;
         --executor) v="$(value "$@")"; PASS+=(--executor "$v"); [ "$v" = ray ] && EXTRAS=ray; shift 2 ;;
         --include-opt-in|--retrain-damaged) PASS+=("$1"); shift ;;
@@ -154,6 +160,7 @@ RESULTS="${RESULTS:-$([ "$MINI" = 1 ] && echo results-mini || echo results)}"
 STEP="training"
 trap 'INTERRUPTED=130' INT
 trap 'INTERRUPTED=143' TERM
+trap 'INTERRUPTED=129' HUP
 INTERRUPTED=0
 status=0
 "$PY" -m resnet_exp run "${FILES[@]}" ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} \
@@ -162,7 +169,8 @@ status=0
     ${PASS[@]+"${PASS[@]}"} $([ "$DRY" = 1 ] && echo --dry-run) || status=$?
 trap 'stopped SIGINT 130' INT
 trap 'stopped SIGTERM 143' TERM
-if [ "$status" -eq 130 ] || [ "$status" -eq 143 ] || [ "$INTERRUPTED" != 0 ]; then
+trap 'stopped SIGHUP 129' HUP
+if [ "$status" -eq 129 ] || [ "$status" -eq 130 ] || [ "$status" -eq 143 ] || [ "$INTERRUPTED" != 0 ]; then
     [ "$INTERRUPTED" != 0 ] && status="$INTERRUPTED"
     echo "[run_all] interrupted: finished runs are kept and interrupted ones resume where they stopped;" \
          "run ./run_all.sh again to go on (reports: python -m resnet_exp report --results $RESULTS)" >&2
@@ -182,7 +190,9 @@ STEP="reports"
 # 5. reports, and the paper's claims in words (the same table heads the index page)
 "$PY" -m resnet_exp report --results "$RESULTS" --out "$OUT"
 echo
-"$PY" -m resnet_exp claims --results "$RESULTS" || true
+# last on the terminal, so it is what a person sees: the claims one line each, what this run
+# trained with its verdicts, where the reports are (the numbers: python -m resnet_exp claims)
+"$PY" -m resnet_exp summary --results "$RESULTS" --out "$OUT" || true
 if [ "$MINI" = 1 ]; then
     echo "[run_all] REMINDER: these reports come from the bundled MINI SUBSET, not CIFAR-10."
 fi

@@ -55,11 +55,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # every file and row is checked before torch is imported: a mistake is reported at once
     for profile in [args.profile] if args.profile else ["paper", "quick"]:
-        select_runs(args.experiments, profile, args.only, args.include_opt_in)
+        select_runs(args.experiments, profile, args.only, args.include_opt_in, args.precision)
     if args.check:
         print(f"{', '.join(args.experiments)}: every row is valid")
         return 0
     from .reporting.claims import known_to_show
+    from .reporting.reference import bf16_verdict, verdict_of_run
     from .runs.executing.runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
@@ -70,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                            results=args.results, device=args.device, include_opt_in=args.include_opt_in,
                            dry_run=args.dry_run, executor=choice, left_out=args.left_out,
                            left_out_hint=args.left_out_hint, retrain_damaged=args.retrain_damaged,
-                           budget=budget, known_to_show=known_to_show)
+                           budget=budget, known_to_show=known_to_show, precision=args.precision,
+                           bf16_verdict=bf16_verdict, verdict=verdict_of_run)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -98,6 +100,33 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    """The end of ./run_all.sh: the claims one line each, what this invocation trained with its
+    verdicts, and where the reports are. Last on the terminal, so it is what a person sees."""
+    from pathlib import Path
+
+    results_folder(args.results)
+    from .reporting.claims import claims_brief, claims_for
+    from .reporting.results import last_job
+
+    claims, _ = claims_for(args.results)
+    print(f"The paper's claims on {args.results} (the numbers: python -m resnet_exp claims --results {args.results}):")
+    print("\n".join(claims_brief(claims)))
+    ends = [e for e in last_job(args.results) if e.get("event") == "end"]
+    print(f"\nTrained by the last run ({len(ends)} run{'s' if len(ends) != 1 else ''}; every event: "
+          f"{Path(args.results) / 'progress.jsonl'}):" if ends else "\nNothing was trained by the last run.")
+    for e in ends:
+        errors = (f"train {e['train_error']:.2f} % / test {e['test_error']:.2f} %"
+                  if isinstance(e.get("train_error"), (int, float)) and isinstance(e.get("test_error"), (int, float))
+                  else "")
+        verdict = f"; reference: {e['verdict']}" if e.get("verdict") else ""
+        print(f"  {str(e.get('run')):<32} {str(e.get('status')):<12} {errors}{verdict}")
+    index = Path(args.out) / "index.html"
+    if index.exists():
+        print(f"\nReports: {index.resolve()} (and figure1.html, figure6.html, ... beside it)")
+    return 0
+
+
 def cmd_ablations(args: argparse.Namespace) -> int:
     import json
 
@@ -115,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.concurrent:
         run_concurrent_bench(models=args.models, ks=args.concurrent, iters=args.iters, device=args.device,
-                             profile=args.profile, out=args.out, mode=args.modes[0])
+                             profile=args.profile, out=args.out, mode=(args.modes or ["graph"])[0])
     else:
         run_bench(models=args.models, iters=args.iters, device=args.device, out=args.out, profile=args.profile,
                   workers=args.workers, data=args.data, modes=args.modes)
@@ -178,6 +207,9 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--data-dir", default="data", help="where torchvision's download and the decoded cache live")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if any)")
     r.add_argument("--include-opt-in", action="store_true", help="also run rows marked opt_in")
+    r.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
+                   help="arithmetic of every run, over the profile's (default: fp32; a budget on a CPU with native "
+                        "bf16 chooses bf16 where the references showed it gives fp32's answer)")
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop; writes nothing")
     r.add_argument("--budget", default=None, metavar="TIME",
                    help="training time you have (90s, 45m, 2h, 1h30m): the longest rung of the ladder "
@@ -238,6 +270,8 @@ def add_claims_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
+    if args.precisions:
+        return print_precisions(args.json)
     results_folder(args.results)
     if args.reference:
         results_folder(args.reference)
@@ -264,11 +298,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_precisions(as_json: bool) -> int:
+    """``compare --precisions``: the committed bf16 references against the fp32 ones, net by net,
+    the claims each precision's reference shows, and the budget's verdict."""
+    import json
+
+    from .reporting.claims import known_to_show
+    from .reporting.reference import bf16_verdict, precision_rows
+    from .runs.planning.ladder import load_ladder
+
+    rows, (shown, evidence) = precision_rows(), bf16_verdict()
+    rungs = [r for r in load_ladder() if r.reference_bf16]
+    claims = {r.fraction: {p: known_to_show(r, p) for p in ("fp32", "bf16")} for r in rungs}
+    if as_json:
+        print(json.dumps({"rows": [{**r.__dict__, "within": r.within} for r in rows], "claims": claims,
+                          "bf16_gives_fp32s_answer": shown, "evidence": evidence}, indent=2))
+        return 0
+    print("bf16 against fp32, the committed CPU references (runs/planning/ladder.yaml):")
+    for r in rows:
+        print(f"  - {r.sentence()}")
+    for fraction, by in claims.items():
+        for p, text in by.items():
+            print(f"  {fraction} {p} shows: {text}")
+    print(f"verdict: {'bf16 gives' if shown else 'not shown that bf16 gives'} fp32's answer: {evidence}")
+    return 0
+
+
+def add_summary_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    s = sub.add_parser("summary", help="the claims one line each, what the last run trained and its verdicts, "
+                       "where the reports are (the end of ./run_all.sh)", formatter_class=fmt)
+    add_reading_args(s)
+    s.add_argument("--out", default="reports", help="where the HTML reports are")
+    s.set_defaults(func=cmd_summary)
+
+
 def add_compare_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     c = sub.add_parser("compare", help="your finished runs against the committed reference of the same schedule: "
                        "within its seed spread or not", formatter_class=fmt,
                        epilog="example: python -m resnet_exp compare --results results")
     add_reading_args(c, json=True)
+    c.add_argument("--precisions", action="store_true",
+                   help="the committed bf16 references against the fp32 ones (no --results needed)")
     c.add_argument("--reference", default=None, help="a reference results folder (default: the committed one "
                    "of the runs' profile, runs/planning/ladder.yaml)")
     c.set_defaults(func=cmd_compare)
@@ -294,8 +364,8 @@ def add_bench_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     b.add_argument("--concurrent", type=int, nargs="+", default=None, metavar="K",
                    help="instead: total images/s of K runs at once on one device, for each K")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
-    b.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph", "graph-tf32", "graph-bf16"],
-                   help="step modes to time (runs/training/step.py); --concurrent uses the first")
+    b.add_argument("--modes", nargs="+", default=None, choices=["eager", "graph", "bf16", "graph-tf32", "graph-bf16"],
+                   help="step modes to time (runs/training/step.py; default: eager and graph on CUDA, eager (fp32) and bf16 on a CPU); --concurrent uses the first")
     b.add_argument("--data", default=None, help="CIFAR-10 source (default: data/, else synthetic images)")
     b.add_argument("--out", default=None, help="JSON output (default benchmarks/results/bench-<device>.json)")
     b.set_defaults(func=cmd_bench)
@@ -347,8 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m resnet_exp", formatter_class=fmt,
                                 description="Reproduce the degradation experiment of He et al. (2016).")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_compare_parser, add_ablations_parser,
-                add_bench_parser, add_data_parser, add_device_parser, add_responses_parser,
+    for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_summary_parser,
+                add_compare_parser, add_ablations_parser, add_bench_parser, add_data_parser, add_device_parser, add_responses_parser,
                 add_make_mini_parser):
         add(sub, fmt)
     return p

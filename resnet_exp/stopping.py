@@ -1,9 +1,15 @@
 """One stop policy for every command, from the first line of ``__main__`` to the end.
 
-- **SIGINT (Ctrl-C) and SIGTERM mean the same**: stop, keeping everything finished and
-  writing nothing half (every write is atomic). Exit status 130 after SIGINT, 143 after
-  SIGTERM (128 + the signal's number, as a shell reports a process killed by it), with one
-  line that says so, never a traceback.
+- **SIGINT (Ctrl-C), SIGTERM and SIGHUP mean the same**: stop, keeping everything finished
+  and writing nothing half (every write is atomic). Exit status 130 after SIGINT, 143 after
+  SIGTERM, 129 after SIGHUP (128 + the signal's number, as a shell reports a process killed
+  by it), with one line that says so, never a traceback.
+- **Saving never waits on printing.** ``./run_all.sh 2>&1 | tee log`` and Ctrl-C: the terminal
+  sends SIGINT to tee too, so the pipe closes before the run has checkpointed; a terminal
+  that vanishes (ssh dropped) sends SIGHUP and then fails every write. ``install`` wraps
+  stdout and stderr (``SurvivingStream``) so that a write to a closed pipe or a vanished
+  terminal is dropped instead of raised, and the training loop prints that it stopped only
+  after its checkpoint is on disk.
 - **Before training**, a signal raises ``Stopped`` (a ``KeyboardInterrupt``) wherever the
   main thread is (imports, data loading, the plan, reports); ``__main__.main`` catches it.
 - **From the plan on**, the runner's handlers only set flags, acted on at safe points
@@ -31,8 +37,9 @@ from typing import Any, Callable, Iterator
 # Read once, at the first import (the first lines of __main__): was SIGINT ignored when the
 # process started? Python leaves an inherited SIG_IGN in place; so do we.
 SIGINT_IGNORED = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+SIGHUP_IGNORED = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # nohup: the user asked to outlive the terminal
 
-EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 received: int | None = None  # the first stop signal this process got, if any
 
 
@@ -45,9 +52,53 @@ class Stopped(KeyboardInterrupt):
 
 
 def handled() -> tuple[int, ...]:
-    """The signals that mean "stop" in this process: SIGTERM, and SIGINT unless it was
-    ignored when the process started."""
-    return (signal.SIGTERM,) if SIGINT_IGNORED else (signal.SIGINT, signal.SIGTERM)
+    """The signals that mean "stop" in this process: SIGTERM, and SIGINT and SIGHUP unless
+    each was ignored when the process started."""
+    return tuple(sig for sig, ignored in ((signal.SIGINT, SIGINT_IGNORED), (signal.SIGTERM, False),
+                                          (signal.SIGHUP, SIGHUP_IGNORED)) if not ignored)
+
+
+class SurvivingStream:
+    """A text stream whose writes survive its reader: once a write or flush fails because the
+    pipe's reader is gone (EPIPE) or the terminal vanished (EIO), the stream's file descriptor
+    is pointed at /dev/null (so the interpreter's own flush at exit cannot fail either) and
+    every later write is dropped. Written by hand: a few lines, and no library does this."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self.dead = stream, False
+
+    def _survive(self, call: Callable[[], Any]) -> Any:
+        if self.dead:
+            return None
+        try:
+            return call()
+        except (BrokenPipeError, OSError) as e:
+            if not isinstance(e, BrokenPipeError) and e.errno not in (5, 32):  # EIO, EPIPE
+                raise
+            self.dead = True
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
+            return None
+
+    def write(self, text: str) -> int:
+        self._survive(lambda: self._stream.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._survive(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
+def survive_output() -> None:
+    """stdout and stderr as ``SurvivingStream``s (idempotent); for the command and for workers."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, SurvivingStream):
+            setattr(sys, name, SurvivingStream(stream))
 
 
 _first_at: float | None = None
@@ -101,7 +152,9 @@ def _raise(signum: int, frame: Any) -> None:
 
 
 def install() -> None:
-    """The default from the first line of ``__main__``: a stop signal raises ``Stopped``."""
+    """The default from the first line of ``__main__``: a stop signal raises ``Stopped``, and
+    output survives its reader (``survive_output``)."""
+    survive_output()
     for sig in handled():
         signal.signal(sig, _raise)
 
@@ -148,13 +201,20 @@ class StopRequest:
         self._requested = False
         self._next_poll = 0.0
         self._handling = contextlib.ExitStack()
+        self.signum: int | None = None  # the signal that asked, if one did
 
     def _first(self, signum: int) -> None:
         if self._requested:  # already stopping (the driver's stop file): a signal now means "at once"
             raise KeyboardInterrupt
-        self._requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping at the next iteration with a checkpoint "
-              "(again to stop at once, losing the work since the last checkpoint)", flush=True)
+        # a flag only: the loop checkpoints, then says so (``stopped``); nothing printed here can
+        # block or fail before the checkpoint is saved
+        self._requested, self.signum = True, signum
+
+    def stopped(self, where: str) -> str:
+        """What the loop prints once its checkpoint is saved."""
+        name = signal.Signals(self.signum).name if self.signum else "stop requested by the driver"
+        return (f"{name}: {where}, checkpointed; the next invocation resumes it there "
+                "(a second signal stops at once, losing the work since the last checkpoint)")
 
     @property
     def requested(self) -> bool:

@@ -165,7 +165,8 @@ def built_reports(tmp_path_factory, tiny_tar):
                         "plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
                         "resnet110", "resnet20-B", "resnet56-B", "preresnet110", "plain110", "fixup56",
                         "plain56_deltaorth"])
-    # resnet56-noaug (ablations) and resnet1202 (opt-in) stay untrained: reports must list the former as missing
+    # resnet56-noaug (ablations) and resnet1202 (opt-in) stay untrained: --only records the former
+    # as left out (.left-out.json), and the reports count it so
     # an unfinished run, consistent (interrupted at its first log line, no checkpoint kept)
     run = next((root / "results" / "figure6").glob("resnet56-s1-*"))
     meta = json.loads((run / "meta.json").read_text())

@@ -22,12 +22,12 @@ DATASETS = {
 def write_run(results: Path, experiment: str, name: str, train: float, test: float, *, seed: int = 1,
               model: str | None = None, shortcut: str | None = None, profile: str = "quick",
               dataset: str = "mirror", responses: list[float] | None = None, baseline: str | None = None,
-              group: str | None = None, lr: float = 0.1) -> RunDir:
+              group: str | None = None, lr: float = 0.1, precision: str = "fp32") -> RunDir:
     model = model or name
     if shortcut is None and model.startswith("resnet"):
         shortcut = "A"
-    recipe = {"iterations": 4, "eval_every": 2, "lr": lr, "milestones": [2]}
-    identity = hashlib.sha256(f"{experiment}{name}{seed}{profile}{dataset}{lr}".encode()).hexdigest()
+    recipe = {"iterations": 4, "eval_every": 2, "lr": lr, "milestones": [2], "precision": precision}
+    identity = hashlib.sha256(f"{experiment}{name}{seed}{profile}{dataset}{lr}{precision}".encode()).hexdigest()
     run = RunDir.for_run(results, experiment, f"{name}-s{seed}-{identity[:10]}")
     run.path.mkdir(parents=True)
     rows = [{"iteration": 2, "epoch": 0.1, "lr": lr, "train_loss": 2.0, "train_error": train + 10,

@@ -11,7 +11,7 @@ from scipy import stats
 from resnet_exp.__main__ import main
 from resnet_exp.reporting.ablations import HIGHER, LOWER, NOISE, ablation_rows, compare, sweep_points
 from resnet_exp.reporting.results import load_results
-from resnet_exp.runs.planning.experiments import ExperimentError, load_experiment, select_runs
+from resnet_exp.runs.planning.experiments import ExperimentError, explain_only, load_experiment, select_runs
 
 from .conftest import REPO, write_experiment
 from .fake_runs import write_run
@@ -119,6 +119,18 @@ def test_baselines_get_the_seeds_of_the_rows_that_name_them():
     cpu = select_runs([str(REPO / f"experiments/{e}.yaml") for e in ("figure1", "figure6")], "quick",
                       ["plain20", "plain56", "resnet20", "resnet56"])
     assert len(cpu) == 6 and {s.seed for s in cpu} == {1}
+
+
+def test_the_plan_says_what_each_only_matched_and_why_more_came():
+    """`--only resnet20` names a row of several files; an ablation pulls in its baseline's seeds:
+    the plan says both before the estimate."""
+    files = [str(REPO / f"experiments/{e}.yaml") for e in ("figure1", "figure6", "ablations", "table6")]
+    lines = explain_only(["resnet20"], select_runs(files, "paper", ["resnet20"]))
+    assert lines == ["--only resnet20: figure6/resnet20 (seed 1), table6/resnet20 (seeds 1, 2, 3, 4, 5)"]
+    lines = explain_only(["ablations/resnet20-B"], select_runs(files, "paper", ["ablations/resnet20-B"]))
+    assert lines == ["--only ablations/resnet20-B: ablations/resnet20-B (seeds 1, 2, 3)",
+                     "added: figure6/resnet20 (seeds 1, 2, 3), the baseline of selected rows, trained with their "
+                     "seeds (an ablation is read against the same seeds of its baseline)"]
 
 
 def test_sweep_points_for_the_report(tmp_path):

@@ -14,7 +14,13 @@ def test_bench_writes_a_table(tmp_path, capsys):
     assert rows[0]["ours_images_per_s"] > 0 and rows[0]["textbook_images_per_s"] > 0
     ratio = rows[0]["ours_images_per_s"] / rows[0]["textbook_images_per_s"]
     assert abs(rows[0]["ratio"] - ratio) <= 0.01 * ratio + 0.01
-    assert "| resnet8" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| resnet8" in out
+    # on a CPU: fp32 against bf16, the step ratio and both GEMM rates, and whether bf16 is native
+    ms = rows[0]["eager_ms_per_step"] / rows[0]["bf16_ms_per_step"]
+    assert abs(rows[0]["fp32_over_bf16"] - ms) <= 0.01 * ms + 0.01 and "fp32/bf16" in out
+    assert doc["gemm_gflops"] > 0 and doc["gemm_bf16_gflops"] > 0 and isinstance(doc["cpu_bf16_native"], bool)
+    assert "GEMM rate: fp32" in out and "native bf16 (oneDNN)" in out
 
 
 def test_concurrent_bench_measures_k_runs_at_once(tmp_path, capsys):

@@ -107,7 +107,7 @@ def test_the_estimate_counts_steps_evaluations_and_signal_measurements():
     from resnet_exp.runs.planning.estimate import Estimator, StepCost
 
     recipe = load_profiles()["quick128"]
-    estimator = Estimator(lambda model, batch: StepCost(1.0, 0.002), n_test=10_000)
+    estimator = Estimator(lambda model, batch, precision: StepCost(1.0, 0.002), n_test=10_000)
     cost = StepCost(step_s=1.0, eval_image_s=0.002)
     fresh = SimpleNamespace(spec=SimpleNamespace(recipe=recipe), remaining_iterations=500)
     assert estimator._run_seconds(fresh, cost) == pytest.approx(500 + 16 * 10_000 * 0.002 + 21 * 256 / 128)

@@ -164,6 +164,6 @@ def test_runs_left_out_on_purpose_are_counted_apart_from_missing_ones(tmp_path):
     (r / LEFT_OUT_FILE).write_text(json.dumps({"runs": [f"figure6/plain{d} (seed 1)" for d in (32, 44)],
                                                "hint": "./run_all.sh --all"}))
     page = provenance_html(load_results(r), [REPO / "experiments" / "figure6.yaml"])
-    assert "2 more left out on purpose by this machine's default" in page and "./run_all.sh --all" in page
+    assert "2 more left out on purpose by the invocation that trained this folder" in page and "./run_all.sh --all" in page
     missing = page.split("Missing runs")[1].split("</td>")[0]
     assert "figure6/plain56 (seed 1)" in missing and "figure6/plain32 (seed 1)" not in missing

@@ -76,6 +76,30 @@ def test_a_published_reference_keeps_finished_runs_and_no_machine_paths(tmp_path
     run.write_meta(meta)
     unfinished = write_run(src, "figure1", "plain56", 60.0, 61.0)
     unfinished.update_meta(status="interrupted")
+    (src / ".left-out.json").write_text('{"runs": ["figure1/plain32 (seed 1)"], "hint": "--all"}')
     assert publish_results(src, tmp_path / "dst", only_finished=True) == 1
     (copy,) = RunDir.all_in(tmp_path / "dst")
     assert copy.read_meta()["dataset"]["path"] == "cifar10-jpeg-q75.tar.gz" and copy.check().ok
+    # the record of what its invocation left out goes with it: its pages do not list those as missing
+    assert (tmp_path / "dst" / ".left-out.json").read_text() == (src / ".left-out.json").read_text()
+
+
+def test_a_finished_run_s_line_names_its_verdict(tmp_path, monkeypatch):
+    """The line `run` prints as each run ends: within or outside the reference's seeds, from the
+    reference of the run's own rung and precision; nothing where none holds its row."""
+    from resnet_exp.reporting import reference as reference_module
+    from resnet_exp.reporting.reference import verdict_of_run
+
+    ref_dir = reference(tmp_path)
+    monkeypatch.setattr(reference_module, "reference_dir",
+                        lambda profile, precision="fp32": ref_dir if (profile, precision) == ("quick64", "fp32") else None)
+    near = write_run(tmp_path / "mine", "figure1", "plain20", 31.5, 32.5, seed=7, profile="quick64").read_meta()
+    far = write_run(tmp_path / "mine", "figure6", "plain20", 45.0, 46.0, seed=8, profile="quick64").read_meta()
+    assert verdict_of_run(near).startswith(WITHIN) and "3 seeds" in verdict_of_run(near)
+    assert verdict_of_run(far).startswith(OUTSIDE)
+    one = write_run(tmp_path / "mine", "figure6", "resnet20", 24.0, 25.0, seed=7, profile="quick64").read_meta()
+    assert verdict_of_run(one) == "-1.00 test error against its one seed"
+    bf16 = write_run(tmp_path / "mine", "figure1", "plain20", 31.5, 32.5, seed=9, profile="quick64",
+                     precision="bf16").read_meta()
+    other = write_run(tmp_path / "mine", "figure1", "plain56", 31.5, 32.5, seed=7, profile="quick64").read_meta()
+    assert verdict_of_run(bf16) is None and verdict_of_run(other) is None

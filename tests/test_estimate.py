@@ -71,7 +71,7 @@ def test_one_planning_pass_gives_the_rung_the_runs_their_estimates_and_what_is_l
     left = write_experiment(tmp_path / "left.yaml", "rows:\n  - {model: resnet32}\n")
     measured = []
 
-    def cost(model: str, batch: int) -> StepCost:
+    def cost(model: str, batch: int, precision: str) -> StepCost:
         measured.append(model)
         return StepCost(step_s=0.01, eval_image_s=0.0)
 
@@ -115,7 +115,7 @@ def test_with_several_slots_the_longest_run_starts_first(tmp_path):
     main = write_experiment(tmp_path / "main.yaml", ROWS)
     selection = select(Request((str(main),), profile="quick"), default_profile="quick")
     seconds = {"resnet8": 0.01, "plain8": 0.03, "resnet20": 0.02}
-    estimator = Estimator(lambda model, batch: StepCost(seconds[model], 0.0), DATASET["n_test"])
+    estimator = Estimator(lambda model, batch, precision: StepCost(seconds[model], 0.0), DATASET["n_test"])
     inv = plan_invocation(selection, tmp_path / "r", DATASET, estimator, Sharing(devices=2))
     assert [j.spec.name for j in inv.plan.jobs] == ["plain8", "resnet20", "resnet8"]
     assert inv.job_s == pytest.approx(job_seconds([inv.eta[j] for j in inv.plan.jobs], Sharing(devices=2)))
@@ -131,7 +131,7 @@ def test_timing_the_models_says_which_it_times_and_how_many_are_left(tmp_path):
     main = write_experiment(tmp_path / "main.yaml", ROWS + "  - {model: resnet8, name: again, seed: 2}\n")
     selection = select(Request((str(main),), profile="quick"), default_profile="quick")
     said = []
-    estimator = Estimator(lambda model, batch: StepCost(0.01, 0.0), DATASET["n_test"],
+    estimator = Estimator(lambda model, batch, precision: StepCost(0.01, 0.0), DATASET["n_test"],
                           progress=lambda k, n, model: said.append((k, n, model)))
     plan_invocation(selection, tmp_path / "r", DATASET, estimator)
     assert said == [(1, 3, "resnet8"), (2, 3, "plain8"), (3, 3, "resnet20")]

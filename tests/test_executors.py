@@ -103,10 +103,32 @@ def test_identity_lock_is_exclusive_and_its_with_form_locks(tmp_path):
     b.release()
 
 
+_DRIVERS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_driver_outlives_its_test():
+    """A test that fails half way must not leave its driver and pool workers training on (they
+    once ran for an hour beside the rest of the suite): each driver has a session of its own,
+    and whatever is left of it is killed, workers included."""
+    yield
+    import signal
+
+    while _DRIVERS:
+        proc = _DRIVERS.pop()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the driver and its workers are all gone
+            pass
+        proc.wait()
+
+
 def _driver(args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "resnet_exp", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _DRIVERS.append(subprocess.Popen([sys.executable, "-m", "resnet_exp", *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True))
+    return _DRIVERS[-1]
 
 
 def test_two_drivers_at_once_train_each_identity_once(tiny_tar, tmp_path):
@@ -226,15 +248,44 @@ rows:
 
 
 def test_the_local_executor_says_where_the_whole_job_is(kw, tmp_path, capsys):
-    """A line before each run (k of n, elapsed, the time left at the speed so far) and one
-    after it with its errors: the whole job followed without a pool's board."""
+    """A line before each run and one after it with its errors, each with the whole job's
+    position (runs done of all, elapsed, the time left at the speed so far), and the same
+    events as JSON lines in the results folder: the whole job followed without a pool's board."""
+    import json
+
     exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
     assert run_experiments([str(exp)], results=str(tmp_path / "r"), executor=ExecutorChoice(threads=1), **kw) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    starts = [line for line in lines if line.startswith("[run ")]
-    assert [s.split(":")[0] for s in starts] == ["[run 1/3] smoke/resnet8-s1", "[run 2/3] smoke/plain8-s1",
-                                                 "[run 3/3] smoke/resnet8-B-s1"]
-    assert "left" not in starts[0] and all(", about " in s and s.endswith(" left") for s in starts[1:])
+    starts = [line for line in lines if line.startswith("[start] ")]
+    assert [s.split(" ")[1] for s in starts] == ["smoke/resnet8-s1", "smoke/plain8-s1", "smoke/resnet8-B-s1"]
+    assert [s.split("(")[1].split(",")[0] for s in starts] == ["0/3 done", "1/3 done", "2/3 done"]
+    assert "left" not in starts[0] and all(", about " in s and s.endswith(" left)") for s in starts[1:])
     ends = [line for line in lines if line.startswith("[finished] ")]
-    assert len(ends) == 3 and all(" % / test " in e for e in ends)
+    assert len(ends) == 3 and all(" % / test " in e for e in ends) and ends[-1].endswith("3/3 done, " +
+                                                                                          ends[-1].split(", ")[-1])
     assert lines.index(ends[0]) < lines.index(starts[1])  # each run's result before the next run starts
+    events = [json.loads(line) for line in (tmp_path / "r" / "progress.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["job", "start", "end", "start", "end", "start", "end", "done"]
+    assert events[0]["runs"] == 3 and [e["run"] for e in events if e["event"] == "end"] == [
+        "smoke/resnet8-s1", "smoke/plain8-s1", "smoke/resnet8-B-s1"]
+    assert all(e["status"] == "finished" and e["test_error"] is not None for e in events if e["event"] == "end")
+    assert events[-1]["status"] == "ended" and events[-1]["runs_ended"] == 3
+
+
+def test_only_says_what_it_matched_and_records_the_rest_as_left_out(kw, tmp_path, capsys):
+    """`--only plain8`: the plan says what it matched; the rows it did not select are recorded as
+    left out on purpose, so the reports count them on one line instead of listing them missing."""
+    import json
+
+    from resnet_exp.reporting.results import load_results, missing_and_unfinished, missing_html
+
+    exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
+    assert run_experiments([str(exp)], results=str(tmp_path / "r"), only=["plain8"], **kw) == 0
+    assert "  --only plain8: smoke/plain8 (seed 1)" in capsys.readouterr().out
+    record = json.loads((tmp_path / "r" / ".left-out.json").read_text())
+    assert record == {"runs": ["smoke/resnet8 (seed 1)", "smoke/resnet8-B (seed 1)"],
+                      "hint": "the same command without --only"}
+    res = load_results(tmp_path / "r")
+    missing, _ = missing_and_unfinished(res, exp)
+    assert sorted(missing) == record["runs"]
+    assert missing_html(res, missing).startswith("none <i>(2 more left out on purpose")

@@ -60,7 +60,8 @@ def test_every_report_is_written_with_provenance(built_reports):
     assert "largest layer gradient norm is" in signals and "plain56" in signals
     assert "signals.html" in index.read_text() and "C8" in index.read_text()
     ablations = (out / "ablations.html").read_text()
-    assert "resnet56-noaug" in ablations  # the untrained row is listed as missing
+    # the row the fixture's --only did not select is counted as left out on purpose, with what adds it
+    assert "left out on purpose by the invocation that trained this folder" in ablations
     csv = pd.read_csv(out / "ablations" / "ablations.csv")
     assert {"resnet20-B", "resnet56-B", "preresnet110", "plain110"} == set(csv["row"])
     assert csv.set_index("row").loc["resnet20-B", "baseline"] == "figure6/resnet20"
@@ -70,6 +71,43 @@ def test_every_report_is_written_with_provenance(built_reports):
     assert verdicts["resnet20-B"] in {"lower error", "higher error", "within noise"}
     assert all(v in {"lower error", "higher error", "within noise"} or v.startswith("no verdict") for v in verdicts)
     assert "95 % interval" in ablations and re.search(r"resnet20-B</(b|strong)> against figure6/resnet20", ablations)
+
+
+def test_the_index_leads_with_links_and_verdicts_and_the_run_ends_with_a_summary(built_reports, capsys):
+    """The index: the links to every report at the top, then the claims, each a verdict and one
+    sentence with its numbers folded; the end of a run: the claims one line each, what the
+    last run trained (from progress.jsonl) and where the reports are."""
+    from resnet_exp.__main__ import main
+
+    root, index = built_reports
+    page = index.read_text()
+    nav, claims = page.index('<nav class="reports"'), page.index('<table class="claims"')
+    assert nav < claims < page.index("sha256") and all(f'href="{r.name}.html"' in page[nav:claims] for r in REPORTS)
+    assert page.count("<details><summary>our numbers</summary>") == 8
+    assert main(["summary", "--results", str(root / "results"), "--out", str(root / "out")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    claims_lines = [line for line in out if re.match(r"  C[1-8]  ", line)]
+    assert len(claims_lines) == 8 and all(len(line) <= 100 for line in claims_lines)
+    trained = out.index(next(line for line in out if line.startswith("Trained by the last run")))
+    assert "progress.jsonl" in out[trained] and any("figure6/resnet20-s1" in line and "finished" in line
+                                                    for line in out[trained:])
+    assert out[-1].startswith("Reports: ") and str(index.resolve()) in out[-1]
+
+
+OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth, bad = [];
+  const scrolls = el => { for (let p = el.parentElement; p; p = p.parentElement) {
+      const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') return true; }
+    return false; };
+  if (document.documentElement.scrollWidth > width + 1) bad.push('the page scrolls sideways');
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width && r.right > width + 1 && !scrolls(el))
+      bad.push(`${el.tagName.toLowerCase()}.${el.className} ends at ${Math.round(r.right)} px`);
+    if (bad.length > 5) break;
+  }
+  return bad;
+}"""
 
 
 def _chromium() -> str | None:
@@ -95,7 +133,7 @@ def test_reports_in_a_real_browser(built_reports, tmp_path):
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--allow-file-access-from-files"])
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1400, "height": 900})  # a laptop's screen
         problems: list[str] = []
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -115,6 +153,12 @@ def test_reports_in_a_real_browser(built_reports, tmp_path):
                 assert images, f"{url} shows no figure"
             for src, complete, w, h in images:
                 assert complete and w > 0 and h > 0, f"{url}: image {src} did not load"
+            # nothing runs off the page: every visible element ends inside the viewport's width,
+            # unless a scrolling box of its own holds it (a wide table in a scroll pane is fine)
+            over = page.evaluate(OVERFLOW_JS)
+            assert not over, f"{url} at 1,400 px: {over}"
+            if url == index.as_uri():  # the verdicts in the first screen
+                assert page.eval_on_selector("table.claims", "t => t.getBoundingClientRect().top") < 900
             page.screenshot(path=str(tmp_path / (Path(url).stem + ".png")), full_page=True)
         browser.close()
     assert not problems, "\n".join(problems)

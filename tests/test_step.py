@@ -10,6 +10,7 @@ import copy
 import queue
 import re
 import signal
+import sys
 
 import pytest
 import torch
@@ -242,11 +243,17 @@ def test_a_pool_worker_training_two_runs_holds_one_capture_at_a_time(tiny_tar, t
     todo, events = queue.Queue(), queue.Queue()
     for item in [*enumerate(plan.jobs), None]:
         todo.put(item)
-    sigint = signal.getsignal(signal.SIGINT)
+    # the worker ignores Ctrl-C and hang-ups and wraps its output, as the pool's processes do:
+    # none of it may outlive the test in this process (a SIGHUP ignored here is inherited by
+    # every process the later tests start)
+    sigint, sighup = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGHUP)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
     try:
         _pool_worker(Slot("cpu0", None, 1), WorkerContext(str(tiny_tar), str(tmp_path / "data"), sha), todo, events)
     finally:
-        signal.signal(signal.SIGINT, sigint)  # the worker ignores Ctrl-C, as the pool's processes do
+        signal.signal(signal.SIGINT, sigint)
+        signal.signal(signal.SIGHUP, sighup)
     ends = [e[2] for e in [events.get() for _ in range(events.qsize())] if e[0] == "end"]
     assert [o.status for o in ends] == ["finished", "finished"] and len(made) == 2
     logs = [o.meta["step_capture_log"] for o in ends]

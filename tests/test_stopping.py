@@ -54,7 +54,12 @@ def spawn(args: list[str], moment: str | None, cwd: Path = REPO, program: str = 
     """In a pseudo-terminal of its own: sendintr() is a real Ctrl-C (the terminal driver
     sends SIGINT to the foreground process group)."""
     return pexpect.spawn(program, args, cwd=str(cwd), env=env(moment), timeout=LIMIT, encoding="utf-8",
-                         dimensions=(40, 200))
+                         dimensions=(40, 200), preexec_fn=_hangups_as_a_terminal_delivers_them)
+
+
+def _hangups_as_a_terminal_delivers_them() -> None:
+    """A program started at a terminal gets SIGHUP's default, whatever this test process has."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def finish(child: pexpect.spawn) -> tuple[int, str]:
@@ -178,3 +183,74 @@ def test_run_all_stops_cleanly_during_set_up(sig, moment, step):
     clean(out)
     assert status == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], out[-2000:]
     assert f"stopped by {sig.name} during {step}" in out
+
+
+# --------------------------------------------------------------------------- a stop that survives its terminal
+def interrupted_runs(results: Path) -> list[dict]:
+    import json
+
+    metas = [json.loads(p.read_text()) for p in results.glob("stop/*/meta.json")]
+    return [m for m in metas if m.get("status") == "interrupted"]
+
+
+def same_as_uninterrupted(setup, results: str) -> None:
+    """Resumed to the end (output to a pipe we read), every run's log equals an uninterrupted run's."""
+    from .test_runner import deterministic, read_log
+
+    root = setup[0]
+    out = subprocess.run([sys.executable, *run_args(setup, results)], cwd=REPO, env=env(), capture_output=True,
+                         text=True, timeout=LIMIT)
+    assert out.returncode == 0 and "resuming at iteration" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    whole = root / "r-whole"
+    if not whole.exists():
+        subprocess.run([sys.executable, *run_args(setup, "r-whole")], cwd=REPO, env=env(), check=True,
+                       capture_output=True, timeout=LIMIT)
+    for run in (root / results / "stop").iterdir():
+        (twin,) = (whole / "stop").glob(run.name)  # the same identity: the same folder name
+        assert deterministic(read_log(run)) == deterministic(read_log(twin)), run.name
+
+
+def checkpointed_where_it_stopped(results: Path) -> None:
+    """The interrupted run's checkpoint is the one meta.json names (its checksum, its iteration):
+    saved when it stopped, and the folder is whole."""
+    import torch
+
+    from resnet_exp.runs.rundir import RunDir
+
+    (meta,) = interrupted_runs(results)
+    (run,) = [r for r in RunDir.all_in(results) if (r.read_meta() or {}).get("status") == "interrupted"]
+    state = torch.load(run.checkpoint_path, weights_only=False)
+    assert state["iteration"] == meta["iteration"] > 0 and run.check().ok
+
+
+def test_ctrl_c_after_the_pipe_s_reader_died_saves_first_and_resumes_exactly(setup):
+    """`run ... | tee log` and Ctrl-C: tee dies first, so every later write of ours meets a closed
+    pipe. The run still checkpoints, is marked interrupted, exits 130, and resumes exactly."""
+    results = "r-pipe"
+    proc = subprocess.Popen([sys.executable, *run_args(setup, results)], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: first_log_line(setup[0], results), "the first log line")
+        proc.stdout.close()  # the reader is gone
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=LIMIT) == 130
+    finally:  # never left training beside the rest of the suite
+        proc.kill()
+        proc.wait()
+    assert len(interrupted_runs(setup[0] / results)) == 1
+    checkpointed_where_it_stopped(setup[0] / results)
+    same_as_uninterrupted(setup, results)
+
+
+def test_a_vanished_terminal_s_sighup_saves_first_and_resumes_exactly(setup):
+    """The terminal closes (an ssh session drops): the kernel sends SIGHUP and every later write
+    to it fails. The same clean stop as Ctrl-C, exit 129."""
+    results = "r-hup"
+    child = spawn(run_args(setup, results), None)
+    wait_for(lambda: first_log_line(setup[0], results), "the first log line")
+    os.close(child.child_fd)  # hang up: the pty's master closes, the kernel signals the session
+    pid, status = os.waitpid(child.pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 129, status
+    assert len(interrupted_runs(setup[0] / results)) == 1
+    checkpointed_where_it_stopped(setup[0] / results)
+    same_as_uninterrupted(setup, results)

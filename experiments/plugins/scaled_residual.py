@@ -1,4 +1,4 @@
-"""Your own block as a plug-in (README, "Your own model"): each residual branch scaled by a
+"""Your own block as a plug-in (docs/plugins.md): each residual branch scaled by a
 learnable scalar that starts at 0, so every block starts as the identity, without weight
 decay on the scalar. Used by experiments/plugin_example.yaml."""
 import torch

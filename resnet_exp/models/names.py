@@ -106,7 +106,7 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            "ImageNet plain net (paper Table 1)", layout="four-stage"),
     Family("imagenet_resnet", "imagenet", None, True, "B", tuple(IMAGENET_LAYOUTS),
            "ImageNet ResNet, torchvision-compatible, option B by default", layout="four-stage"),
-    # The published remedies for degradation (models/remedies.py; README, "Remedies").
+    # The published remedies for degradation (models/remedies.py; docs/plugins.md, "Remedies").
     Family("highway", "cifar", "highway", True, "A", REMEDY_DEPTHS,
            "Highway gates on the shortcut, gate bias -2 (Srivastava et al. 2015)"),
     Family("fixup", "cifar", "fixup", True, "A", REMEDY_DEPTHS,

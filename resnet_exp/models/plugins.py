@@ -132,7 +132,7 @@ def load_plugin(src: PluginSource) -> None:
     if not set(FAMILIES) - families and not set(BLOCKS) - blocks:
         _withdraw_origin(src.origin, module.__name__)
         raise PluginError(f"plug-in {src.path} registers nothing: call register_family (and register_block) "
-                          "from resnet_exp.models (README, 'Your own model')")
+                          "from resnet_exp.models (docs/plugins.md)")
     _LOADED[src.sha256] = src
 
 

@@ -164,13 +164,14 @@ def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[
     shown = results.relative_to(Path.cwd()) if results.is_relative_to(Path.cwd()) else results
     exp_files = sorted({experiments_dir / f"{e}.yaml" for r in REPORTS for e in r.experiments})
     e = html.escape
-    items = []
+    items, links = [], []  # the list with descriptions at the end; the links alone at the top
     for rep in REPORTS:
         if not (out / f"{rep.name}.html").exists():
             continue
         status = f' <span style="color:#c00">(notebook failed: {e(failures[rep.name])})</span>' \
             if rep.name in failures else ""
         items.append(f'<li><a href="{rep.name}.html">{e(rep.title)}</a>: {e(rep.description)}{status}</li>')
+        links.append(f'<a href="{rep.name}.html">{e(rep.title)}</a>{" (failed)" if rep.name in failures else ""}')
     depth_png = out / "depth" / "depth.png"  # embedded, as the reports embed theirs: no stale file shown
     figure = ('<p><a href="depth.html"><img src="data:image/png;base64,'
               f'{base64.b64encode(depth_png.read_bytes()).decode()}" alt="final error against depth" '
@@ -181,11 +182,14 @@ def write_index(out: Path, results: Path, experiments_dir: Path, failures: dict[
 td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <body>
 <h1>resnet-exp: the degradation experiment of He et al. (2016) on CIFAR-10</h1>
-{provenance_html(res, exp_files)}
+<nav class="reports" style="margin:0 0 1em">Reports: {' &middot; '.join(links)}</nav>
+{provenance_html(res, exp_files, part="warnings")}
 <h2>Which of the paper's claims held on these runs</h2>
-<p>Computed from the runs' logs by <code>resnet_exp/reporting/claims.py</code> (also
-<code>python -m resnet_exp claims --results {e(str(shown))}</code>); read them with the warnings above.</p>
+<p>Verdict first, the numbers folded under each claim; computed from the runs' logs by
+<code>resnet_exp/reporting/claims.py</code> (also <code>python -m resnet_exp claims --results {e(str(shown))}</code>).</p>
 {claims_html(claims, notes)}
+<h2>What these runs are</h2>
+{provenance_html(res, exp_files, part="facts")}
 <h2>Your runs beside the reference of the same schedule</h2>
 <p>From <code>resnet_exp/reporting/reference.py</code> (also <code>python -m resnet_exp compare --results
 {e(str(shown))}</code>): each finished run against the committed reference's seeds of the same row.</p>

@@ -305,16 +305,17 @@ def claims_for(results_dir: str | Path) -> tuple[list[Claim], list[str]]:
     return check_claims(load_results(results_dir))
 
 
-def known_to_show(rung: Rung) -> str:
-    """Which of the paper's claims a rung of the budget ladder showed, from its committed
-    reference runs, or that none is committed. The plan prints it beside the rung it chose
-    (``__main__`` hands this function to the planner: planning never imports the reports)."""
-    ref = REPO / rung.reference if rung.reference else None
+def known_to_show(rung: Rung, precision: str = "fp32") -> str:
+    """Which of the paper's claims a rung of the budget ladder showed in this precision, from
+    its committed reference runs, or that none is committed. The plan prints it beside the rung
+    it chose (``__main__`` hands this function to the planner: planning never imports the reports)."""
+    where = rung.reference_for(precision)
+    ref = REPO / where if where else None
     if ref is None or not ref.is_dir():
-        return "no committed measurement of this rung yet"
+        return f"no committed {precision} measurement of this rung yet"
     claims, _ = claims_for(ref)
     shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
-    return f"{shown or 'nothing checkable'} (committed reference {rung.reference})"
+    return f"{shown or 'nothing checkable'} (committed reference {where})"
 
 
 def figure7_statement(res: Results) -> str:
@@ -328,6 +329,11 @@ def figure7_statement(res: Results) -> str:
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
     return pd.DataFrame([{"claim": c.id, "the paper says": c.text, "verdict": c.verdict, "our numbers": c.evidence}
                          for c in claims])
+
+
+def claims_brief(claims: list[Claim], width: int = 100) -> list[str]:
+    """One line a claim, verdict first (the end of ``./run_all.sh``); ``claims`` gives the numbers."""
+    return [(f"  {c.id}  {c.verdict.upper():<18}{c.text}")[:width] for c in claims]
 
 
 def claims_text(claims: list[Claim], notes: list[str], width: int = 100) -> str:
@@ -352,11 +358,15 @@ def claims_html(claims: list[Claim], notes: list[str]) -> str:
     import html
 
     e = html.escape
+    # verdict first, one sentence a claim; the numbers behind it folded below (a reader opens
+    # the one they doubt; C8's evidence alone runs to dozens of lines)
     rows = "".join(
-        f"<tr><td><b>{c.id}</b></td><td>{e(c.text)}</td>"
+        f"<tr><td><b>{c.id}</b></td>"
         f"<td style='color:{VERDICT_COLORS[c.verdict]};font-weight:bold;white-space:nowrap'>{e(c.verdict)}</td>"
-        f"<td>{e(c.evidence)}</td></tr>" for c in claims)
+        f"<td>{e(c.text)}<details><summary>our numbers</summary><div class='evidence'>{e(c.evidence)}</div>"
+        f"</details></td></tr>" for c in claims)
     foot = "".join(f"<li>{e(n)}</li>" for n in notes)
-    return (f'<table class="claims" style="border-collapse:collapse"><tr><th>claim</th><th>the paper says</th>'
-            f'<th>verdict</th><th>our numbers (final errors, %)</th></tr>{rows}</table>'
-            + (f"<ul style='color:#666'>{foot}</ul>" if foot else ""))
+    return (f'<table class="claims" style="border-collapse:collapse"><tr><th>claim</th><th>verdict</th>'
+            f'<th>the paper says (our numbers, final errors in %, folded below)</th></tr>{rows}</table>'
+            + (f"<details style='color:#666'><summary>notes on the runs used</summary><ul>{foot}</ul></details>"
+               if foot else ""))

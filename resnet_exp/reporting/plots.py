@@ -77,15 +77,33 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
     ax.set_xlabel("iter. (1e4)")
     ax.set_ylabel("error (%)")
     if not ax.lines:
-        ax.text(0.5, 0.5, f"not run: {', '.join(names)}" + (f"\n{not_run_hint}" if not_run_hint else ""),
-                transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#555", wrap=True)
+        import textwrap
+
+        # wrapped by hand to the panel's width (matplotlib's wrap= wraps to the figure, so a long
+        # command ran over the axis labels), and no axis labels on an empty panel
+        text = f"not run: {', '.join(names)}" + (f"\n{not_run_hint}" if not_run_hint else "")
+        ax.text(0.5, 0.5, "\n".join(textwrap.fill(t, 36) for t in text.split("\n")), transform=ax.transAxes,
+                ha="center", va="center", fontsize=8, color="#555", clip_on=True)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel("")
+        ax.set_ylabel("")
         return missing
     _ylim(ax, res, names)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return missing
+
+
+def grid(n: int, width: float = 5.5, height: float = 4.3, cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
+    """``n`` panels in rows of at most ``cols``: readable at any number of panels (one row of
+    six shrank every legend past reading); the unused cells of the last row hidden."""
+    rows, cols = -(-n // cols), min(n, cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def _ylim(ax: plt.Axes, res: Results, names: list[str]) -> None:

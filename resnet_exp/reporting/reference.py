@@ -6,7 +6,13 @@ errors are set against the reference's seeds of the same row name: *within the r
 seed spread* when they fall inside the 95 % prediction interval for one more seed,
 mean +- t(0.975, n-1) * s * sqrt(1 + 1/n) over the reference's n seeds (``scipy.stats.t``),
 *outside* otherwise (then: what may differ, from both runs' provenance). With one reference
-seed there is no spread: the difference is given, without a verdict.
+seed there is no spread: the difference is given, without a verdict. A run is compared with
+the reference of its own precision (``Rung.reference_for``: bf16 runs with the bf16 one).
+
+``precision_rows`` / ``bf16_verdict``: the committed bf16 references against the fp32 ones of
+the same rung, net by net: the bf16 seeds' mean against the fp32 seeds' 95 % prediction interval
+for the mean of that many more seeds, mean +- t(0.975, n-1) * s * sqrt(1/m + 1/n). The budget
+trains in bf16 on a CPU only where every net at every rung with both references is within it.
 
 Read by ``python -m resnet_exp compare``, the index page and the curve reports (which draw
 the reference's curve, thin, grey and dashed, beside yours).
@@ -14,6 +20,7 @@ the reference's curve, thin, grey and dashed, beside yours).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,24 +45,26 @@ def shown(path: str | Path) -> str:
 
 def is_reference(results_dir: str | Path) -> bool:
     """Is this results folder one of the committed references (never compared with itself)?"""
-    refs = {(REPO / r.reference).resolve() for r in load_ladder() if r.reference}
+    refs = {(REPO / ref).resolve() for r in load_ladder() for ref in r.references}
     return Path(results_dir).resolve() in refs
 
 
-def reference_dir(profile: str | None) -> Path | None:
+def reference_dir(profile: str | None, precision: str | None = "fp32") -> Path | None:
     rung = rung_of(profile)
-    if rung is None or not rung.reference:
+    if rung is None or not rung.reference_for(precision):
         return None
-    path = REPO / rung.reference
+    path = REPO / rung.reference_for(precision)
     return path if path.is_dir() else None
 
 
 def load_reference(res: Results, reference: str | Path | None = None) -> Results | None:
     """The reference for these results: ``reference`` when given, else the committed one of
-    the results' profile; only its runs on the same dataset. None when there is none."""
-    profiles = res.runs["profile"].dropna().unique() if len(res.runs) else []
+    the results' profile and precision (the first pair found); only its runs on the same
+    dataset. None when there is none."""
+    pairs = res.runs[["profile", "precision"]].dropna().drop_duplicates().itertuples(index=False) \
+        if len(res.runs) else []
     if reference is None:
-        dirs = [d for p in profiles if (d := reference_dir(p)) is not None]
+        dirs = [d for p, q in pairs if (d := reference_dir(p, q)) is not None]
         if not dirs:
             return None
         reference = dirs[0]
@@ -101,12 +110,13 @@ class Comparison:
         return asdict(self)
 
 
-def prediction_interval(values: pd.Series) -> tuple[float, float] | None:
-    """95 % interval for one more seed, from these seeds (None with fewer than two)."""
+def prediction_interval(values: pd.Series, more: int = 1) -> tuple[float, float] | None:
+    """95 % interval for the mean of ``more`` more seeds (one: a single run), from these seeds
+    (None with fewer than two)."""
     n = len(values)
     if n < 2:
         return None
-    half = stats.t.ppf(0.975, n - 1) * values.std() * math.sqrt(1 + 1 / n)
+    half = stats.t.ppf(0.975, n - 1) * values.std() * math.sqrt(1 / more + 1 / n)
     return float(values.mean() - half), float(values.mean() + half)
 
 
@@ -127,8 +137,10 @@ def _finished(res: Results) -> pd.DataFrame:
 
 
 def _seeds_of(ref_done: pd.DataFrame, run: Any) -> pd.DataFrame:
-    """The reference's finished runs of the same row (name) and schedule (profile) as ``run``."""
-    return ref_done[(ref_done["name"] == run.name) & (ref_done["profile"] == run.profile)]
+    """The reference's finished runs of the same row (name), schedule (profile) and precision
+    as ``run``."""
+    return ref_done[(ref_done["name"] == run.name) & (ref_done["profile"] == run.profile)
+                    & (ref_done["precision"] == run.precision)]
 
 
 def compare(res: Results, ref: Results | None) -> list[Comparison]:
@@ -154,6 +166,36 @@ def compare(res: Results, ref: Results | None) -> list[Comparison]:
             *(pi_test or (None, None)), *(pi_train or (None, None)), verdict,
             _differences(pd.Series(r._asdict()), seeds)))
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_runs(path: str, sha256: str | None) -> pd.DataFrame:
+    return _finished(load_results(path, dataset_sha256=sha256))
+
+
+def verdict_of_run(meta: dict[str, Any]) -> str | None:
+    """A run that just finished against the committed reference of its rung and precision on
+    its dataset, in a few words (the line ``run`` prints as each run ends); None where no
+    reference holds its row. Never raises: a reference that cannot be read gives no verdict."""
+    cfg, final = meta.get("config") or {}, meta.get("final") or {}
+    sha = (meta.get("dataset") or {}).get("sha256")
+    ref_dir = reference_dir(cfg.get("profile"), (cfg.get("recipe") or {}).get("precision", "fp32"))
+    if ref_dir is None or "test_error" not in final or "train_error" not in final:
+        return None
+    try:
+        ref = _reference_runs(str(ref_dir), sha)
+    except (OSError, ValueError, KeyError):
+        return None
+    seeds = ref[(ref["name"] == cfg.get("name")) & (ref["profile"] == cfg.get("profile"))] if len(ref) else ref
+    if not len(seeds) or (ref["dataset_sha256"].dropna() != sha).any():
+        return None
+    test, train = seeds["final_test_error"], seeds["final_train_error"]
+    pi_test, pi_train = prediction_interval(test), prediction_interval(train)
+    if pi_test is None or pi_train is None:
+        return f"{final['test_error'] - test.mean():+.2f} test error against its one seed"
+    inside = pi_test[0] <= final["test_error"] <= pi_test[1] and pi_train[0] <= final["train_error"] <= pi_train[1]
+    return (f"{WITHIN if inside else OUTSIDE} ({len(seeds)} seeds, test {test.mean():.2f} %, "
+            f"interval {pi_test[0]:.2f}-{pi_test[1]:.2f})")
 
 
 def without_reference(res: Results, ref: Results | None) -> list[str]:
@@ -196,3 +238,76 @@ def compare_html(comparisons: list[Comparison], ref: Results | None, missing: li
     lacking = f"<p>{html.escape(missing_sentence(missing))}</p>" if missing else ""
     return ("<ul>" + "".join(f"<li>{html.escape(c.sentence())}</li>" for c in comparisons) + "</ul>" + lacking +
             f"<p style='color:#666'>Reference: {html.escape(shown(ref.results_dir))}.</p>")
+
+
+# --------------------------------------------------------------------------- bf16 against fp32
+@dataclass(frozen=True)
+class PrecisionRow:
+    """One net at one rung: the bf16 reference's seeds' mean against the fp32 reference's interval."""
+
+    fraction: str
+    profile: str
+    name: str
+    bf16_seeds: int
+    fp32_seeds: int
+    bf16_test: float
+    bf16_train: float
+    fp32_test: float
+    fp32_train: float
+    low_test: float
+    high_test: float
+    low_train: float
+    high_train: float
+
+    @property
+    def within(self) -> bool:
+        return self.low_test <= self.bf16_test <= self.high_test and self.low_train <= self.bf16_train <= self.high_train
+
+    def sentence(self) -> str:
+        return (f"{self.fraction} {self.name}: bf16 {self.bf16_test:.2f} / {self.bf16_train:.2f} % (test / training, "
+                f"mean of {self.bf16_seeds}), fp32 {self.fp32_test:.2f} / {self.fp32_train:.2f} % (mean of "
+                f"{self.fp32_seeds}; 95 % interval for a mean of {self.bf16_seeds}: {self.low_test:.2f}-"
+                f"{self.high_test:.2f} / {self.low_train:.2f}-{self.high_train:.2f}): "
+                f"{'within' if self.within else 'OUTSIDE'}")
+
+
+def precision_rows() -> list[PrecisionRow]:
+    """Every net of every rung with both a committed fp32 and a bf16 reference."""
+    rows = []
+    for rung in load_ladder():
+        if not (rung.reference and rung.reference_bf16 and (REPO / rung.reference_bf16).is_dir()):
+            continue
+        fp32, bf16 = (_finished(load_results(REPO / d)) for d in (rung.reference, rung.reference_bf16))
+        for name in sorted(set(bf16["name"])):
+            ours, ref = bf16[bf16["name"] == name], fp32[fp32["name"] == name]
+            pi_test = prediction_interval(ref["final_test_error"], len(ours))
+            pi_train = prediction_interval(ref["final_train_error"], len(ours))
+            if pi_test is None or pi_train is None:
+                continue  # one fp32 seed: no interval to judge by
+            rows.append(PrecisionRow(rung.fraction, rung.profile, name, len(ours), len(ref),
+                                     ours["final_test_error"].mean(), ours["final_train_error"].mean(),
+                                     ref["final_test_error"].mean(), ref["final_train_error"].mean(),
+                                     *pi_test, *pi_train))
+    return rows
+
+
+BF16_NETS = 4  # the nets of experiments/seeds.yaml: what both references must hold at a rung to judge it
+BF16_RUNGS = 2  # 1/64 and 1/32, the rungs a CPU's budget chooses between
+
+
+def bf16_verdict() -> tuple[bool, str]:
+    """(bf16 gives fp32's answer, the evidence in words): every net of ``BF16_RUNGS`` rungs with
+    both references within the fp32 interval. Handed by the command line to the budget."""
+    rows = precision_rows()
+    rungs = {r.fraction for r in rows if sum(o.fraction == r.fraction for o in rows) >= BF16_NETS}
+    if len(rungs) < BF16_RUNGS:
+        return False, (f"the committed bf16 references cover {len(rungs)} of the {BF16_RUNGS} rungs needed "
+                       f"({BF16_NETS} nets each) to show it gives fp32's answer")
+    outside = [r for r in rows if not r.within]
+    if outside:
+        return False, ("the committed bf16 references fell outside the fp32 references' 95 % intervals on "
+                       + "; ".join(f"{r.fraction} {r.name} ({r.bf16_test:.2f} test, {r.low_test:.2f}-{r.high_test:.2f};"
+                                   f" {r.bf16_train:.2f} training, {r.low_train:.2f}-{r.high_train:.2f})"
+                                   for r in outside))
+    return True, (f"the committed bf16 references were within the fp32 references' 95 % intervals on all "
+                  f"{len(rows)} nets of rungs {', '.join(sorted(rungs))} (python -m resnet_exp compare --precisions)")

@@ -18,7 +18,7 @@ import pandas as pd
 from ..models import parse_model_name
 from ..runs.planning.experiments import ExperimentError, load_experiment, load_profiles
 from ..runs.planning.ladder import rung_of
-from ..runs.rundir import RETRAIN_HINT, RunDir, RunStatus
+from ..runs.rundir import PROGRESS_FILE, RETRAIN_HINT, RunDir, RunStatus
 from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, PROFILE_WARNINGS, REIMPLEMENTATION_TEST_ERROR,
                     TABLE6_MEAN_STD, TABLE6_NOTES, TABLE6_TEST_ERROR)
 
@@ -55,8 +55,8 @@ class Results:
 
 
 RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcut", "seed", "group", "note",
-               "baseline", "status", "iteration", "iterations", "params", "profile", "device", "torch",
-               "git_commit", "started", "finished", "wall_time_s", "final_train_error", "final_test_error",
+               "baseline", "status", "iteration", "iterations", "params", "profile", "precision",
+               "device", "torch", "git_commit", "started", "finished", "wall_time_s", "final_train_error", "final_test_error",
                "images_per_s", "dataset_sha256", "subset_per_class", "sweep_row", "sweep_values"]
 
 
@@ -90,6 +90,7 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
             "status": meta.get("status", "unknown"),
             "iteration": int(last["iteration"]) if last is not None else 0,
             "iterations": recipe.get("iterations"), "params": meta.get("params"), "profile": cfg.get("profile"),
+            "precision": recipe.get("precision", "fp32"),
             "device": meta.get("device"), "torch": meta.get("torch"), "git_commit": meta.get("git_commit"),
             "started": meta.get("started"), "finished": meta.get("finished"), "wall_time_s": meta.get("wall_time_s"),
             "final_train_error": float(last["train_error"]) if last is not None else None,
@@ -246,8 +247,10 @@ def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
 
 
 # --------------------------------------------------------------------------- provenance
-def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
-    """The block every report starts with: dataset, profile, device, versions, gaps."""
+def provenance_html(res: Results, experiment_files: list[str | Path], part: str = "all") -> str:
+    """The block every report starts with: the warnings (lossy data, a subset, a short
+    schedule), then the facts (dataset, profile, device, versions, gaps). ``part``: "warnings"
+    or "facts" alone, for the index, which puts the claims' verdicts between them."""
     ds = res.dataset or {}
     runs = res.runs[res.runs["experiment"].isin([Path(f).stem for f in experiment_files])]
     e = html.escape
@@ -280,12 +283,16 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
         v = [str(x) for x in runs[col].dropna().unique()]
         return e(", ".join(v)) if v else "-"
 
+    subset = runs["subset_per_class"].dropna()
+    # the dataset's size and what the runs used of it, in one line: the warning above says the
+    # same (a page once said "10,000 training" above a warning of 50 per class)
+    used = f" (the runs used at most {int(subset.max())} training images per class)" if len(subset) else ""
     items = [
         ("Dataset", f"{e(str(ds.get('name', '-')))}: {ds.get('n_train', '?'):,} training / "
-                    f"{ds.get('n_test', '?'):,} test images" if ds else "-"),
+                    f"{ds.get('n_test', '?'):,} test images{used}" if ds else "-"),
         ("Source", e(f"{ds.get('source', '-')}: {ds.get('path', '-')}")),
         ("sha256", f"<code>{e(str(ds.get('sha256', '-')))}</code>"),
-        ("Profile", vals("profile")), ("Device", vals("device")), ("torch", vals("torch")),
+        ("Profile", vals("profile")), ("Precision", vals("precision")), ("Device", vals("device")), ("torch", vals("torch")),
         ("Git commit", vals("git_commit")),
         ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)"),
         ("Report made", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
@@ -300,12 +307,17 @@ def provenance_html(res: Results, experiment_files: list[str | Path]) -> str:
                       + f"<br><i>Fix: {e(RETRAIN_HINT)} (python -m resnet_exp run ... --retrain-damaged)</i>"))
     rows = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th>"
                    f"<td style='text-align:left'>{v}</td></tr>" for k, v in items)
+    if part == "warnings":
+        return f'<div class="provenance">{boxes}</div>'
+    if part == "facts":
+        return f'<div class="provenance"><table>{rows}</table></div>'
     return f'<div class="provenance">{boxes}<table>{rows}</table></div>'
 
 
 def missing_html(res: Results, missing: list[str]) -> str:
     """Runs really missing, apart from those the invocation left out on purpose (run_all.sh's
-    CPU default records them in <results>/.left-out.json), which are only counted."""
+    CPU default, or rows ``--only`` did not select: recorded in <results>/.left-out.json), which
+    are only counted, on one line with what adds them."""
     import json
 
     from ..runs.rundir import LEFT_OUT_FILE
@@ -319,7 +331,7 @@ def missing_html(res: Results, missing: list[str]) -> str:
     really = [m for m in missing if m not in on_purpose]
     text = html.escape("; ".join(really)) or "none"
     if left:
-        text += (f" <i>({len(left)} more left out on purpose by this machine's default"
+        text += (f" <i>({len(left)} more left out on purpose by the invocation that trained this folder"
                  f"{', added by <code>' + html.escape(hint) + '</code>' if hint else ''})</i>")
     return text
 
@@ -376,3 +388,24 @@ def responses_summary(resp: pd.DataFrame) -> pd.DataFrame:
         rows.append({"network": name, "layers": len(g), "seeds": int(g["seeds"].max()), "mean std": g["std"].mean(),
                      "median std": g["std"].median(), "max std": g["std"].max()})
     return pd.DataFrame(rows)
+
+
+def last_job(results_dir: str | Path) -> list[dict[str, Any]]:
+    """The events of the last invocation of ``run`` on this results folder (from its last
+    "job" event in ``progress.jsonl``); [] when there is none. Lines that do not parse are
+    skipped: a log, never trusted to be whole."""
+    import json
+
+    try:
+        lines = (Path(results_dir) / PROGRESS_FILE).read_text().splitlines()
+    except OSError:
+        return []
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events = [event] if event.get("event") == "job" else events + [event]
+    return events

@@ -8,8 +8,10 @@ batch, the same number of timed iterations) in the same process on the same imag
 - ours: the runner's data path and step as the loop runs it (``loader.TrainBatches`` on
   the device, batched crop/flip, ``step.make_stepper``), synchronised only at the end, in
   each of the step modes asked for (``--modes``): ``eager``, ``graph`` (replayed from a
-  CUDA graph, the CUDA default; eager where no GPU can capture) and ``graph-bf16`` (bf16
-  autocast, an opt-in recipe);
+  CUDA graph, the CUDA default; eager where no GPU can capture), ``graph-bf16`` (bf16
+  autocast, an opt-in recipe) and ``bf16`` (eager bf16 autocast: on a CPU, the default modes
+  are ``eager`` and ``bf16``, their ratio printed beside the fp32 and bf16 GEMM rates and
+  whether oneDNN computes bf16 natively);
 - textbook: a torchvision-style ``VisionDataset`` that turns each uint8 image into a
   PIL image and applies ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
   ``ToTensor``, ``Normalize``, exactly what ``torchvision.datasets.CIFAR10`` does per
@@ -31,21 +33,26 @@ import torch.nn.functional as F
 
 from ..data.loader import TrainBatches, prepare_splits
 from ..models import build_model
-from .device import pick_device
+from .device import cpu_native_bf16, pick_device
 from .planning.experiments import Recipe, load_profiles
 from .training.provenance import device_name, git_commit
 from .training.step import EAGER_STEPS, make_optimizer, make_stepper, set_numerics
 
 WARMUP_ITERS = EAGER_STEPS + 2  # a graphed step's real steps and its capture come before the timing
 # The step modes ``bench --modes`` compares: recipe changes over the profile's recipe.
-MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True},
+MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True}, "bf16": {"cuda_graph": False, "precision": "bf16"},
          "graph-tf32": {"cuda_graph": True, "precision": "tf32"}, "graph-bf16": {"cuda_graph": True, "precision": "bf16"}}
 
 
-def gemm_gflops(n: int = 1024, seconds: float = 1.0) -> float:
-    """This machine's fp32 GEMM rate with torch's threads, GFLOP/s (n x n matmuls, 2 n^3 FLOPs
+def default_modes(device: torch.device) -> list[str]:
+    """On CUDA eager against graphed; on a CPU (no graphs) fp32 against bf16, the choice there."""
+    return ["eager", "graph"] if device.type == "cuda" else ["eager", "bf16"]
+
+
+def gemm_gflops(n: int = 1024, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's GEMM rate with torch's threads, GFLOP/s (n x n matmuls, 2 n^3 FLOPs
     each): the figure to quote beside any wall time, since machines of one kind differ."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     k, t0 = 0, time.perf_counter()
     while k < 3 or time.perf_counter() - t0 < seconds:
@@ -151,24 +158,30 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
     """Images/s and ms per step of our step in each mode, and of the textbook loop."""
     dev = pick_device(device)
     recipe = load_profiles()[profile]
-    modes = modes or ["eager", "graph"]
+    modes = modes or default_modes(dev)
     if unknown := [m for m in modes if m not in MODES]:
         raise ValueError(f"--modes {' '.join(unknown)}: unknown; valid: {', '.join(MODES)}")
     batch_size = recipe.batch_size
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     x, y, source = _images(data)
     gemm = gemm_gflops() if dev.type == "cpu" else None  # the figure to quote beside any CPU wall time
+    gemm_bf16 = gemm_gflops(dtype=torch.bfloat16) if dev.type == "cpu" else None
+    native = cpu_native_bf16() if dev.type == "cpu" else None
     if gemm:
-        print(f"bench: this machine's fp32 GEMM rate: {gemm:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+        print(f"bench: this machine's GEMM rate: fp32 {gemm:.0f} GFLOP/s, bf16 {gemm_bf16:.0f} GFLOP/s "
+              f"({torch.get_num_threads()} threads); native bf16 (oneDNN): {'yes' if native else 'no'}")
+        if not native:
+            print("bench: this CPU does not compute bf16 natively: bf16 is emulated here, and the budget keeps fp32")
     print(f"bench: {iters} timed iterations (after {WARMUP_ITERS} warm-up), profile {profile} "
           f"(batch {batch_size}), device {device_name(dev)}, textbook DataLoader workers {workers}; images: {source}")
     if dev.type != "cuda" and any(MODES[m].get("cuda_graph") for m in modes):
         print("bench: no CUDA device here: the graph modes run eagerly (runs/training/step.py)")
     rows = []
     out = out or f"benchmarks/results/bench-{dev.type}.json"
-    head = "".join(f" {m + ' ms':>14} |" for m in modes)
+    ratio = "eager" in modes and "bf16" in modes  # the fp32/bf16 step ratio, what the budget's choice rests on
+    head = "".join(f" {m + ' ms':>14} |" for m in modes) + (f" {'fp32/bf16':>9} |" if ratio else "")
     print(f"| {'model':<10} |{head} {'textbook ms':>12} | {'eager/textbook':>14} |")
-    print(f"|{'-' * 12}|" + f"{'-' * 16}|" * len(modes) + f"{'-' * 14}|{'-' * 16}|")
+    print(f"|{'-' * 12}|" + f"{'-' * 16}|" * len(modes) + ("-" * 11 + "|" if ratio else "") + f"{'-' * 14}|{'-' * 16}|")
     for name in models:
         rates = {m: bench_ours(name, x, y, dev, iters, recipe.model_copy(update=MODES[m])) for m in modes}
         textbook = bench_textbook(name, x, y, dev, iters, recipe, workers)
@@ -179,12 +192,15 @@ def run_bench(models: list[str], iters: int = 50, device: str = "auto", out: str
                **{f"{m}_ms_per_step": round(v, 3) for m, v in ms.items()},
                "ours_images_per_s": round(first, 1), "textbook_images_per_s": round(textbook, 1),
                "ratio": round(first / textbook, 2)}
+        if ratio:
+            row["fp32_over_bf16"] = round(ms["eager"] / ms["bf16"], 2)
         rows.append(row)
-        cells = "".join(f" {ms[m]:>14.2f} |" for m in modes)
+        cells = "".join(f" {ms[m]:>14.2f} |" for m in modes) + (f" {row['fp32_over_bf16']:>9.2f} |" if ratio else "")
         print(f"| {name:<10} |{cells} {1000 * batch_size / textbook:>12.2f} | {row['ratio']:>14.2f} |", flush=True)
         # written after every model: a benchmark stopped part way (gpu_check.sh's deadline) keeps its rows
         _write_results(out, rows, iters=iters, profile=profile, batch_size=batch_size, workers=workers,
-                       images=source, gemm_gflops=gemm and round(gemm, 1), modes=modes,
+                       images=source, gemm_gflops=gemm and round(gemm, 1),
+                       gemm_bf16_gflops=gemm_bf16 and round(gemm_bf16, 1), cpu_bf16_native=native, modes=modes,
                        complete=len(rows) == len(models))
     print(f"wrote {out}")
     return rows

@@ -43,6 +43,7 @@ LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_lo
 VAL_COLUMNS = ["val_loss", "val_error"]
 # <results>/.left-out.json: what the last invocation left out on purpose (runner.record_left_out)
 LEFT_OUT_FILE = ".left-out.json"
+PROGRESS_FILE = "progress.jsonl"  # the job's events, a JSON line each (runs/executing/progress.py); read by `summary`
 TIMING_COLUMNS = frozenset({"elapsed_s", "images_per_s"})  # the only columns identical runs differ in
 
 
@@ -385,8 +386,12 @@ def publish_results(source: str | Path, dest: str | Path, only_finished: bool = 
     checkpoint, lock or temporary file) from one results tree to another: what a committed
     reference reproduction keeps. The dataset's path in meta.json keeps only its file name
     (the sha256 identifies it; no machine's folders in a committed file). Returns the number
-    of runs copied."""
+    of runs copied. The record of the runs left out on purpose goes with them (the reports
+    count those on one line instead of listing them missing)."""
     n = 0
+    if (Path(source) / LEFT_OUT_FILE).exists():
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(source) / LEFT_OUT_FILE, Path(dest) / LEFT_OUT_FILE)
     for run in RunDir.all_in(source):
         if only_finished and run.status() != RunStatus.FINISHED:
             continue

@@ -39,6 +39,7 @@ from ... import stopping
 from ...fileio import human_duration
 from ..planning.plan import Job
 from ..rundir import RunStatus
+from .progress import JobProgress
 from .worker import NO_SPACE, Outcome, WorkerContext, run_job
 
 
@@ -96,88 +97,31 @@ class DriverStop:
             pass
 
 
-class ProgressBoard:
-    """For the pool and Ray: a line when a run starts or ends, and one overall bar of
-    iterations (runs done, ETA), fed from the runs' own log.csv files."""
-
-    def __init__(self, jobs: list[Job], enabled: bool = True, poll_s: float = 2.0) -> None:
-        self.jobs, self.poll_s, self._next = jobs, poll_s, 0.0
-        self.ended_jobs: set[int] = set()
-        self.enabled = enabled
-        self.bar = tqdm(total=sum(j.spec.recipe.iterations for j in jobs),
-                        initial=sum(j.done_iterations for j in jobs), unit="it", dynamic_ncols=True,
-                        desc=f"0/{len(jobs)} runs", disable=not enabled, mininterval=1.0)
-
-    def say(self, line: str) -> None:
-        tqdm.write(line) if self.enabled else print(line, flush=True)
-
-    def started(self, job: Job, where: dict[str, Any]) -> None:
-        self.say(f"[start] {job.spec.label} on {_where(where)}")
-
-    def ended(self, index: int, outcome: Outcome) -> None:
-        self.ended_jobs.add(index)
-        f = outcome.final
-        errors = (f"train {f['train_error']:.2f} % / test {f['test_error']:.2f} %"
-                  if "train_error" in f and "test_error" in f else "")
-        extra = outcome.error or (f"copied from {outcome.reused_from}" if outcome.reused_from else "")
-        if outcome.status == NO_SPACE:  # the driver says it once, at the end, with what to do
-            extra = "(the disk is full: stopping every run)"
-        self.say(f"[{outcome.status}] {outcome.job.spec.label} on {_where(outcome.where)} {errors} {extra}".rstrip())
-        self.bar.set_description(f"{len(self.ended_jobs)}/{len(self.jobs)} runs")
-        self.poll(force=True)
-
-    def poll(self, force: bool = False) -> None:
-        if not self.enabled or (not force and time.monotonic() < self._next):
-            return
-        self._next = time.monotonic() + self.poll_s
-        done = sum(j.spec.recipe.iterations if i in self.ended_jobs
-                   else min(max(j.run.last_logged_iteration(), j.done_iterations), j.spec.recipe.iterations)
-                   for i, j in enumerate(self.jobs))
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _where(where: dict[str, Any]) -> str:
-    parts = [where.get("host", "?")]
-    for key in ("node", "slot", "gpu"):
-        if where.get(key) not in (None, [], ""):
-            parts.append(f"{key} {str(where[key])[:12]}")
-    return ", ".join(parts)
-
-
 class Executor(Protocol):
-    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]: ...
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop,
+                progress: JobProgress) -> list[Outcome]: ...
 
 
 class LocalExecutor:
-    """One run after another in this process, on one device: a progress bar per run, and a line
-    before each run (run k of n, elapsed, the time left at the speed so far) and after it (its errors)."""
+    """One run after another in this process, on one device: a progress bar per run, and the
+    whole job's line before and after each (``progress.JobProgress``)."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
 
-    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop,
+                progress: JobProgress) -> list[Outcome]:
         outcomes = []
-        todo = [j.spec.recipe.iterations - j.done_iterations for j in jobs]
-        t0 = time.monotonic()
         for i, job in enumerate(jobs):
             if i:
                 stopping.pause_for_test("between-runs")
             if stop.act():  # Ctrl-C between two runs
                 break
-            # the whole job in one line per run: which, how far, and the time left at the speed so far
-            elapsed, done = time.monotonic() - t0, sum(todo[:i])
-            left = f", about {human_duration(elapsed * (sum(todo) - done) / done)} left" if done and elapsed else ""
-            print(f"[run {i + 1}/{len(jobs)}] {job.spec.label}: {human_duration(elapsed)} elapsed{left}", flush=True)
-            outcome = run_job(job, dataclasses.replace(ctx, threads=self.threads),
-                              {"executor": "local", "device": ctx.device})
+            where = {"executor": "local", "device": ctx.device}
+            progress.started(i, where)
+            outcome = run_job(job, dataclasses.replace(ctx, threads=self.threads), where)
             outcomes.append(outcome)
-            f = outcome.final
-            errors = (f": train {f['train_error']:.2f} % / test {f['test_error']:.2f} %"
-                      if "train_error" in f and "test_error" in f else "")
-            print(f"[{outcome.status}] {job.spec.label}{errors}", flush=True)
+            progress.finished(i, outcome)
             if outcome.status == RunStatus.INTERRUPTED.value:  # Ctrl-C reached train_run
                 stop.requested = True
                 break
@@ -217,7 +161,11 @@ def gpu_slots(gpus: str, runs_per_gpu: int, threads: int | None = None) -> list[
 
 
 def _pool_worker(slot: Slot, ctx: WorkerContext, todo: Any, events: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; training handles its own
+    # the driver decides; training handles its own (stopping.StopRequest): a terminal's Ctrl-C or
+    # hang-up reaches the whole process group, and between runs must not kill a worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stopping.survive_output()  # this process writes to the same closed pipe or vanished terminal
     if slot.cuda_visible_devices is not None:     # before anything starts CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible_devices
     ctx = dataclasses.replace(ctx, threads=slot.threads, progress=False)
@@ -239,7 +187,8 @@ class PoolExecutor:
     def __init__(self, slots: list[Slot], progress: bool = True) -> None:
         self.slots, self.progress = slots, progress
 
-    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop,
+                progress: JobProgress) -> list[Outcome]:
         mp = multiprocessing.get_context("spawn")  # fresh interpreters: no forked CUDA or thread state
         todo, events = mp.Queue(), mp.Queue()
         procs: list[Any] = []
@@ -255,7 +204,6 @@ class PoolExecutor:
             stop.act()           # the first: every worker checkpoints at its next iteration
             return asked["abort"]
 
-        board = ProgressBoard(jobs, self.progress)
         outcomes: dict[int, Outcome] = {}
         started: dict[int, dict[str, Any]] = {}
         with stop.catching_sigint(kill_now):
@@ -270,9 +218,8 @@ class PoolExecutor:
                         break
                     procs.append(mp.Process(target=_pool_worker, args=(slot, ctx, todo, events), daemon=True))
                     procs[-1].start()
-                self._drain(events, jobs, board, outcomes, started, procs, stop, aborted)
+                self._drain(events, jobs, progress, outcomes, started, procs, stop, aborted)
             finally:
-                board.close()
                 for p in procs:
                     p.join(timeout=5)
         if aborted():
@@ -284,7 +231,7 @@ class PoolExecutor:
         return [outcomes.get(i, Outcome(job, "not started")) for i, job in enumerate(jobs)]
 
     @staticmethod
-    def _drain(events: Any, jobs: list[Job], board: ProgressBoard, outcomes: dict[int, Outcome],
+    def _drain(events: Any, jobs: list[Job], board: JobProgress, outcomes: dict[int, Outcome],
                started: dict[int, dict[str, Any]], procs: list[Any], stop: DriverStop,
                aborted: Callable[[], bool]) -> None:
         while len(outcomes) < len(jobs) and not aborted():
@@ -297,9 +244,9 @@ class PoolExecutor:
                 continue
             if kind == "start":
                 started[index] = payload
-                board.started(jobs[index], payload)
+                board.started(index, payload)
             else:
                 outcomes[index] = payload
-                board.ended(index, payload)
+                board.finished(index, payload)
                 if payload.status == NO_SPACE:
                     stop.stop_for_full_disk(kill=lambda: [p.kill() for p in procs])

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ...fileio import human_bytes
-from .executors import DriverStop, ProgressBoard
+from .executors import DriverStop
+from .progress import JobProgress
 from ..planning.plan import Job
 from .ray_storage import DriverFiles, dataset_payload, node_where, train_on_node
 from ..rundir import RunStatus
@@ -128,7 +129,8 @@ class RayExecutor:
         self.threads = threads or max(1, int(cpus_per_run))
         self.max_retries, self.progress, self.storage = max_retries, progress, storage
 
-    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop) -> list[Outcome]:
+    def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop,
+                progress: JobProgress) -> list[Outcome]:
         ray = _import_ray()
         if stop.act():  # Ctrl-C before anything started
             return [Outcome(job, "not started") for job in jobs]
@@ -152,8 +154,10 @@ class RayExecutor:
                                           threads=self.threads, progress=False)
             if not self._driver_keeps_files(ray, probe, results):
                 task = ray.remote(_ray_task).options(**options)
-                return self._collect(ray, {task.remote(job, run_ctx): i for i, job in enumerate(jobs)}, jobs, stop)
-            outcomes = self._collect(ray, self._submit_with_driver_storage(ray, jobs, run_ctx, options), jobs, stop)
+                return self._collect(ray, {task.remote(job, run_ctx): i for i, job in enumerate(jobs)}, jobs, stop,
+                                     progress)
+            outcomes = self._collect(ray, self._submit_with_driver_storage(ray, jobs, run_ctx, options), jobs, stop,
+                                     progress)
             print(describe_sent(outcomes), flush=True)
             return outcomes
         finally:
@@ -201,32 +205,29 @@ class RayExecutor:
         task = ray.remote(train_on_node).options(**options)
         return {task.remote(job, ctx, store, data_ref): i for i, job in enumerate(jobs)}
 
-    def _collect(self, ray: Any, refs: dict[Any, int], jobs: list[Job], stop: DriverStop) -> list[Outcome]:
-        board = ProgressBoard(jobs, self.progress)
+    def _collect(self, ray: Any, refs: dict[Any, int], jobs: list[Job], stop: DriverStop,
+                 board: JobProgress) -> list[Outcome]:
         outcomes: dict[int, Outcome] = {}
         pending = list(refs)
-        try:
-            while pending:
-                try:
-                    ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-                    stop.act()  # a Ctrl-C the driver's handler noted: tasks checkpoint and return
-                    board.poll()
-                    for ref in ready:
-                        i = refs[ref]
-                        try:
-                            outcomes[i] = ray.get(ref)
-                        except ray.exceptions.RayError as e:  # retries exhausted, node lost for good
-                            outcomes[i] = Outcome(jobs[i], RunStatus.FAILED.value, jobs[i].run.read_meta() or {},
-                                                  error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
-                        board.ended(i, outcomes[i])
-                        if outcomes[i].status == NO_SPACE:  # the others stop at their next iteration
-                            stop.stop_for_full_disk(kill=lambda: [ray.cancel(r, force=True) for r in pending])
-                except KeyboardInterrupt:
-                    if stop.requested:
-                        for ref in pending:
-                            ray.cancel(ref, force=True)
-                        raise
-                    stop.request()  # tasks checkpoint and return "interrupted"
-        finally:
-            board.close()
+        while pending:
+            try:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                stop.act()  # a Ctrl-C the driver's handler noted: tasks checkpoint and return
+                board.poll()
+                for ref in ready:
+                    i = refs[ref]
+                    try:
+                        outcomes[i] = ray.get(ref)
+                    except ray.exceptions.RayError as e:  # retries exhausted, node lost for good
+                        outcomes[i] = Outcome(jobs[i], RunStatus.FAILED.value, jobs[i].run.read_meta() or {},
+                                              error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                    board.finished(i, outcomes[i])
+                    if outcomes[i].status == NO_SPACE:  # the others stop at their next iteration
+                        stop.stop_for_full_disk(kill=lambda: [ray.cancel(r, force=True) for r in pending])
+            except KeyboardInterrupt:
+                if stop.requested:
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    raise
+                stop.request()  # tasks checkpoint and return "interrupted"
         return [outcomes.get(i, Outcome(job, "not started")) for i, job in enumerate(jobs)]

@@ -14,6 +14,7 @@ Results: ``<results>/<experiment>/<run name>-s<seed>-<identity>/`` (rundir.RunDi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -27,15 +28,17 @@ from ... import stopping
 from ...data.cifar10 import DatasetError, load_cifar10
 from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes, human_duration
 from ...models import model_info
-from ..device import DEFAULT_RUNS_PER_GPU, default_profile, pick_device, sharing_speedup
-from ..planning.budget import Rung, describe, read_record, write_record
+from ..device import DEFAULT_RUNS_PER_GPU, cpu_native_bf16, default_profile, pick_device, sharing_speedup
+from ..planning.budget import Rung, choose_precision, describe, describe_precision, read_record, write_record
 from ..planning.estimate import Estimator, Sharing
+from ..planning.experiments import Precision, RunSpec, explain_only, row_names, select_runs
 from ..planning.plan import Action, Plan
-from ..planning.planner import Invocation, Request, plan_invocation, select
+from ..planning.planner import Invocation, Request, choose, plan_invocation, select
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
 from ..training.step import arithmetic, step_mode
 from ..training.timing import time_step_cost
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
+from .progress import JobProgress, Verdict
 from .worker import NO_SPACE, Outcome, WorkerContext
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
@@ -116,7 +119,9 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
                     data_dir: str | Path = "data", executor: ExecutorChoice = ExecutorChoice(),
                     estimate: bool = True, left_out: list[str] | None = None, left_out_hint: str = "",
                     retrain_damaged: bool = False, budget: float | None = None,
-                    known_to_show: Callable[[Rung], str] | None = None) -> int:
+                    known_to_show: Callable[[Rung, str], str] | None = None, precision: Precision | None = None,
+                    bf16_verdict: Callable[[], tuple[bool, str]] | None = None,
+                    verdict: Verdict | None = None) -> int:
     """The `run` command. Returns the exit code: 0 when every run finished or diverged,
     1 when one failed, 130 when interrupted.
 
@@ -125,10 +130,19 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     (the flag that runs them). ``budget`` (seconds): the longest rung of the ladder whose
     estimate fits chooses the profile (budget.py); an explicit ``profile`` wins over it.
     ``known_to_show``: what a rung's committed reference showed, in words (the command line
-    hands in ``reporting.claims.known_to_show``; the plan prints it beside the rung)."""
+    hands in ``reporting.claims.known_to_show``; the plan prints it beside the rung).
+    ``precision``: ``--precision``, over the profiles'; without it a budget on a CPU with
+    native bf16 trains in bf16 when ``bf16_verdict`` (the references' verdict, handed in by the
+    command line as ``reporting.reference.bf16_verdict``) says it gives fp32's answer
+    (``budget.choose_precision``). ``verdict``: a finished run against its committed reference,
+    in words (``reporting.reference.verdict_of_run``), for the line each finished run prints
+    and ``<results>/progress.jsonl`` (``progress.JobProgress``)."""
     dev = pick_device(device)
-    request = Request(tuple(files), tuple(only) if only else None, include_opt_in, profile,
-                      None if profile else budget, tuple(left_out or ()), retrain_damaged)
+    budget_s = None if profile else budget
+    prec = choose_precision(precision, dev.type, dev.type == "cpu" and cpu_native_bf16(), bool(budget_s),
+                            bf16_verdict)
+    request = Request(tuple(files), tuple(only) if only else None, include_opt_in, profile, budget_s,
+                      tuple(left_out or ()), retrain_damaged, prec.precision)
     selection = select(request, default_profile(dev))  # every file and row checked first
 
     stopping.pause_for_test("data")
@@ -136,7 +150,7 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
     executor = executor.resolved(dev)
     runner, slots = executor.build(dev, progress)
-    estimator = Estimator(lambda model, batch: time_step_cost(model, batch, dev), prov["n_test"],
+    estimator = Estimator(lambda model, batch, precision: time_step_cost(model, batch, dev, precision), prov["n_test"],
                           progress=lambda k, n, model: print(f"timing {n} model{'s' if n > 1 else ''} for the "
                                                              f"estimate: {k}/{n} ({model})", flush=True))
     stopping.pause_for_test("plan")  # before the models are timed for the estimate
@@ -145,14 +159,27 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     plan = inv.plan
     if inv.choice is not None:
         print("\n" + "\n".join(describe(inv.choice, request.budget_s,
-                                           known_to_show(inv.choice.rung) if known_to_show else None)))
+                                           known_to_show(inv.choice.rung, prec.precision or "fp32")
+                                           if known_to_show else None)))
         if not dry_run:
             write_record(results_dir, request.budget_s, selection.rows, inv.choice.rung)
+    alternative = None
+    if inv.choice is not None and prec.alternative is not None:  # the other precision's rung, for the plan
+        other = select(dataclasses.replace(request, precision=prec.alternative), default_profile(dev))
+        alternative = choose(other, results_dir, prov["sha256"], estimator, executor.sharing(dev, slots), None)
+    if lines := describe_precision(prec, alternative):
+        print(("" if inv.choice is not None else "\n") + "\n".join(lines))
     print_plan(inv, dev, executor)
     if inv.left_out is not None:
         print_left_out(inv, left_out_hint)
-        if not dry_run:  # so the reports can tell runs left out on purpose from runs really missing
-            record_left_out(results_dir, inv.left_out, left_out_hint)
+    # so the reports can tell runs left out on purpose (another file, or rows --only did not
+    # select) from runs really missing
+    left = [p.spec for p in inv.left_out.runs] if inv.left_out is not None else []
+    if request.only:
+        left += [s for s in select_runs(list(files), inv.profile, None, include_opt_in, request.precision)
+                 if not row_names(s) & set(request.only)]
+    if left and not dry_run:
+        record_left_out(results_dir, left, left_out_hint or "the same command without --only")
     if dry_run:
         warn_if_short_of_space(plan, results_dir)
         return 0
@@ -178,7 +205,11 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
             ctx = WorkerContext(data=str(Path(data).resolve()) if data else None,
                                 data_dir=str(Path(data_dir).resolve()), dataset_sha256=prov["sha256"],
                                 device=dev.type, stop_file=str(stop.path), progress=progress)
-            outcomes = runner.execute(plan.jobs, ctx, stop) if plan.jobs and not stop.act() else []
+            job = JobProgress(plan.jobs, results_dir, inv.eta, bar=progress and slots != 1, verdict=verdict)
+            try:
+                outcomes = runner.execute(plan.jobs, ctx, stop, job) if plan.jobs and not stop.act() else []
+            finally:
+                job.closed("stopped" if stop.requested or stop.signalled else "ended")
             stop.act()
         finally:
             stop.clear()
@@ -209,13 +240,13 @@ def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: boo
     return prov
 
 
-def record_left_out(results: Path, left: Plan, hint: str) -> None:
+def record_left_out(results: Path, left: list[RunSpec], hint: str) -> None:
     """``<results>/.left-out.json``: the runs this invocation left out on purpose (run_all.sh's
-    CPU default), as the reports name missing runs, and the flag that adds them."""
+    CPU default, the rows ``--only`` did not select), as the reports name missing runs, and
+    what adds them."""
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / LEFT_OUT_FILE, {
-        "runs": sorted({f"{p.spec.experiment}/{p.spec.name} (seed {p.spec.seed})" for p in left.runs}),
-        "hint": hint})
+        "runs": sorted({f"{s.experiment}/{s.name} (seed {s.seed})" for s in left}), "hint": hint})
 
 
 def space_needed(plan: Plan) -> int:
@@ -258,6 +289,9 @@ def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) 
     by_run = {j.run: s for j, s in inv.eta.items()}
     print(f"\nPlan: profile {inv.profile}, device {device}, executor {executor.kind}"
           f"{f' ({slots} at a time)' if slots > 1 else ''}, results in {plan.results}/")
+    if inv.request.only:
+        for line in explain_only(list(inv.request.only), [p.spec for p in plan.runs]):
+            print(f"  {line}")
     for p in plan.runs:
         what = p.action.value
         if p.source is not None:

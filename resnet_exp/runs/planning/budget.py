@@ -14,6 +14,14 @@ follow it blindly. Rule, in this order:
    plan says so with its estimate: a default that refuses to run helps nobody).
 
 ``--profile`` pins a schedule and wins over a budget.
+
+The precision (``choose_precision``): on a CPU that computes bf16 natively (oneDNN's answer,
+``device.cpu_native_bf16``) a bf16 step is about 1.85x faster, most of a rung. The budget
+estimates the rungs in bf16 there only when the committed bf16 references were shown to give
+the fp32 references' answer (the reports decide it from the run folders, ``reporting/
+reference.py``, and the command line hands the verdict down); else fp32 stays, and the plan
+says what bf16 would change. ``--precision`` overrides either way; a pinned ``--profile``
+without it trains the profile's fp32.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ...fileio import atomic_write_json, human_duration
+from .experiments import Precision
 from .ladder import Rung
 
 BUDGET_FILE = ".budget.json"
@@ -115,4 +124,44 @@ def describe(choice: Choice, budget_s: float, known_to_show: str | None = None) 
                      f"{human_duration(choice.next_estimate_s)}")
     if known_to_show is not None:
         lines.append(f"  this rung is known to show: {known_to_show}")
+    return lines
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision an invocation trains in and why. ``precision`` None: each profile's own
+    (fp32); ``alternative``: the precision the plan also estimates the budget's rung in, so that
+    it can say what the other choice would have trained."""
+
+    precision: Precision | None
+    why: str | None = None
+    alternative: Precision | None = None
+
+
+def choose_precision(requested: Precision | None, device_type: str, native_bf16: bool, budget: bool,
+                     bf16_verdict: Callable[[], tuple[bool, str]] | None = None) -> PrecisionChoice:
+    """The rule of the module docstring. ``bf16_verdict``: (bf16 shown equivalent to fp32, the
+    evidence in one sentence), read from the committed references only when it can matter."""
+    if requested is not None:
+        return PrecisionChoice(requested, f"--precision {requested}")
+    if device_type != "cpu" or not budget:
+        return PrecisionChoice(None)
+    if not native_bf16:
+        return PrecisionChoice(None, "fp32: this CPU does not compute bf16 natively (oneDNN reports no "
+                                     "AVX512-BF16 or AMX), so bf16 would be emulated and slower")
+    shown, evidence = bf16_verdict() if bf16_verdict else (False, "no bf16 references to judge it by")
+    if shown:
+        return PrecisionChoice("bf16", f"bf16: this CPU computes it natively and {evidence}", alternative="fp32")
+    return PrecisionChoice(None, f"fp32: this CPU computes bf16 natively, but {evidence}; "
+                                 "--precision bf16 trains in it anyway", alternative="bf16")
+
+
+def describe_precision(choice: PrecisionChoice, alternative: Choice | None) -> list[str]:
+    """The plan's lines about the precision: which, why, and the other precision's rung."""
+    if choice.why is None:
+        return []
+    lines = [f"PRECISION {choice.why}"]
+    if alternative is not None and choice.alternative is not None:
+        lines.append(f"  in {choice.alternative} the budget would train rung {alternative.rung.profile} "
+                     f"({alternative.rung.caption}), estimated {human_duration(alternative.estimate_s)} here")
     return lines

@@ -29,17 +29,17 @@ class StepCost:
     eval_image_s: float
 
 
-CostFn = Callable[[str, int], StepCost]  # (model, batch size) -> its measured costs
+CostFn = Callable[[str, int, str], StepCost]  # (model, batch size, precision) -> its measured costs
 
 
 class Estimator:
     """Time of runs here. ``cost`` measures a model once (``timed`` asks for each distinct
-    (model, batch) once); ``scaled`` estimates models not measured from the measured ones'
+    (model, batch, precision) once); ``scaled`` estimates models not measured from the measured ones'
     seconds per FLOP."""
 
     def __init__(self, cost: CostFn, n_test: int, progress: Callable[[int, int, str], None] | None = None) -> None:
         self.cost, self.n_test = cost, n_test
-        self.costs: dict[tuple[str, int], StepCost] = {}
+        self.costs: dict[tuple[str, int, str], StepCost] = {}
         self.progress = progress  # (k, n, model) before the k-th of n models is timed: no silent minutes
 
     def _run_seconds(self, job: Job, cost: StepCost) -> float:
@@ -47,19 +47,23 @@ class Estimator:
         test_images = (r.test_per_class * 10) if r.test_per_class else self.n_test
         evals = job.remaining_iterations // r.eval_every + 1
         # The signals: 21 measurements on the short rungs, about 10 % of a 1/128 run, 2.5 % of a
-        # 1/32 one; left out, the estimate fell 14 % short at 1/128 (README, "The CPU default").
+        # 1/32 one; left out, the estimate fell 14 % short at 1/128 (docs/ladder.md, "The CPU default").
         start = r.iterations - job.remaining_iterations
         signals = sum(p >= start for p in signal_points(r.iterations, r.eval_every))
         steps = job.remaining_iterations + signals * probe_size_for(r.batch_size) / r.batch_size
         return cost.step_s * steps + cost.eval_image_s * evals * (test_images + r.val_split)
 
     def timed(self, jobs: list[Job]) -> dict[Job, float]:
-        todo = [k for k in dict.fromkeys((j.spec.model, j.spec.recipe.batch_size) for j in jobs) if k not in self.costs]
+        todo = [k for k in dict.fromkeys(self._key(j) for j in jobs) if k not in self.costs]
         for i, key in enumerate(todo, start=1):
             if self.progress:
                 self.progress(i, len(todo), key[0])
             self.costs[key] = self.cost(*key)
-        return {job: self._run_seconds(job, self.costs[(job.spec.model, job.spec.recipe.batch_size)]) for job in jobs}
+        return {job: self._run_seconds(job, self.costs[self._key(job)]) for job in jobs}
+
+    @staticmethod
+    def _key(job: Job) -> tuple[str, int, str]:
+        return job.spec.model, job.spec.recipe.batch_size, job.spec.recipe.precision
 
     def scaled(self, jobs: list[Job]) -> float:
         """Total seconds, by FLOPs from the models timed so far (timing one more if none)."""
@@ -73,8 +77,8 @@ class Estimator:
             return sorted(values)[len(values) // 2]
 
         # seconds per (forward FLOP x image), the median over the models timed
-        step_rate = median([c.step_s / (flops(m) * b) for (m, b), c in self.costs.items()])
-        eval_rate = median([c.eval_image_s / flops(m) for (m, _), c in self.costs.items()])
+        step_rate = median([c.step_s / (flops(m) * b) for (m, b, _), c in self.costs.items()])
+        eval_rate = median([c.eval_image_s / flops(m) for (m, _, _), c in self.costs.items()])
         return sum(self._run_seconds(j, StepCost(step_rate * flops(j.spec.model) * j.spec.recipe.batch_size,
                                                  eval_rate * flops(j.spec.model))) for j in jobs)
 

@@ -69,6 +69,9 @@ class ExperimentError(ValueError):
 
 
 # --------------------------------------------------------------------------- recipe
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
 class Recipe(BaseModel):
     """One training recipe: a profile of ``profiles.yaml``, with a row's overrides."""
 
@@ -94,7 +97,7 @@ class Recipe(BaseModel):
                                              "a multiple of 10 (balanced per class)")
     train_per_class: int | None = Field(ge=1, description="use at most this many training images per class")
     test_per_class: int | None = Field(ge=1, description="use at most this many test images per class")
-    precision: Literal["fp32", "tf32", "bf16"] = Field(
+    precision: Precision = Field(
         description="fp32 (IEEE, TF32 off on CUDA), tf32 (CUDA's TF32 tensor cores for convolutions and "
                     "matmuls; fp32 on a CPU), or bf16 autocast")
     eval_every: int = Field(ge=1, description="iterations between log lines (test evaluations)")
@@ -324,12 +327,16 @@ _UniqueKeyLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_experiment(path: str | Path, profile: str, check_baselines: bool = True) -> list[RunSpec]:
-    """Every run of one experiment file under one profile; ExperimentError on any mistake."""
+def load_experiment(path: str | Path, profile: str, check_baselines: bool = True,
+                    precision: Precision | None = None) -> list[RunSpec]:
+    """Every run of one experiment file under one profile; ExperimentError on any mistake.
+    ``precision`` (``run --precision``, or the budget's choice on a CPU with native bf16)
+    replaces the profile's; a row that names its own precision keeps it."""
     path = Path(path)
     profiles = load_profiles()
     if profile not in profiles:
         raise ExperimentError(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles)}")
+    base = profiles[profile] if precision is None else profiles[profile].model_copy(update={"precision": precision})
     if not path.exists():
         raise ExperimentError(f"{path}: no such experiment file")
     try:  # the stem names the results folder <results>/<stem>/
@@ -365,7 +372,7 @@ def load_experiment(path: str | Path, profile: str, check_baselines: bool = True
         if label := row.get("name") or row.get("model"):
             label = str(label)
             where += f" ({label[:40]}{'...' if len(label) > 40 else ''})"
-        specs.extend(_expand_row({**defaults, **row}, profiles[profile], profile, path.stem, where, str(path),
+        specs.extend(_expand_row({**defaults, **row}, base, profile, path.stem, where, str(path),
                                  plugins))
 
     seen: dict[tuple[str, int], str] = {}
@@ -472,7 +479,7 @@ def _value_tag(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def baseline_seed_runs(specs: list[RunSpec], profile: str) -> list[RunSpec]:
+def baseline_seed_runs(specs: list[RunSpec], profile: str, precision: Precision | None = None) -> list[RunSpec]:
     """The baseline-seeds rule: a baseline is trained with every seed of the rows that name it.
 
     An ablation's difference is read against the seed-to-seed noise, so its baseline needs
@@ -489,7 +496,8 @@ def baseline_seed_runs(specs: list[RunSpec], profile: str) -> list[RunSpec]:
     extra: list[RunSpec] = []
     for baseline, (file, seeds) in wanted.items():
         name = baseline.split("/")[1]
-        rows = [b for b in load_experiment(file, profile, check_baselines=False) if b.name == name]
+        rows = [b for b in load_experiment(file, profile, check_baselines=False, precision=precision)
+                if b.name == name]
         for seed in sorted(seeds):
             if (baseline, seed) in have:
                 continue
@@ -500,9 +508,35 @@ def baseline_seed_runs(specs: list[RunSpec], profile: str) -> list[RunSpec]:
     return extra
 
 
+def row_names(s: RunSpec) -> set[str]:
+    """The names ``--only`` knows a run by: its name (in every file) or experiment/name (in that
+    file alone); a swept row's runs also by the row's name."""
+    row = s.sweep["row"] if s.sweep else s.name
+    return {s.name, row, f"{s.experiment}/{s.name}", f"{s.experiment}/{row}"}
+
+
+def explain_only(only: list[str], specs: list[RunSpec]) -> list[str]:
+    """What each ``--only`` name matched, and the runs added as baselines (and why): a name
+    that matches rows of several files, or an ablation that pulls in its baseline's seeds,
+    should never surprise anyone at the estimate."""
+    def runs(chosen: list[RunSpec]) -> str:
+        by_row: dict[str, list[int]] = {}
+        for s in chosen:
+            by_row.setdefault(f"{s.experiment}/{s.name}", []).append(s.seed)
+        return ", ".join(f"{row} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
+                         for row, seeds in by_row.items())
+    lines = [f"--only {name}: {runs([s for s in specs if name in row_names(s)])}" for name in only]
+    extra = [s for s in specs if not row_names(s) & set(only)]
+    if extra:
+        lines.append(f"added: {runs(extra)}, the baseline of selected rows, trained with their seeds "
+                     "(an ablation is read against the same seeds of its baseline)")
+    return lines
+
+
 def select_runs(files: list[str], profile: str, only: list[str] | None = None,
-                include_opt_in: bool = False) -> list[RunSpec]:
-    """Every run of every file, validated, then narrowed by --only / opt-in."""
+                include_opt_in: bool = False, precision: Precision | None = None) -> list[RunSpec]:
+    """Every run of every file, validated, then narrowed by --only / opt-in. ``precision``:
+    see ``load_experiment``."""
     specs: list[RunSpec] = []
     stems: dict[str, str] = {}
     for f in files:
@@ -511,19 +545,13 @@ def select_runs(files: list[str], profile: str, only: list[str] | None = None,
             raise ExperimentError(f"{f} and {stems[stem]}: two experiment files named {stem!r} would share "
                                   f"results/{stem}/; rename one")
         stems[stem] = f
-        specs.extend(load_experiment(f, profile))
+        specs.extend(load_experiment(f, profile, precision=precision))
     if only:
-        # a row is named by its name (in every file) or by experiment/name (in that file alone); a
-        # swept row by its row name (all its runs) or by one run's name
-        def names(s: RunSpec) -> set[str]:
-            row = s.sweep["row"] if s.sweep else s.name
-            return {s.name, row, f"{s.experiment}/{s.name}", f"{s.experiment}/{row}"}
-
-        unknown = set(only) - set().union(*map(names, specs))
+        unknown = set(only) - set().union(*map(row_names, specs))
         if unknown:
             raise ExperimentError(f"--only {' '.join(sorted(unknown))}: no such row; rows are "
                                   f"{', '.join(dict.fromkeys(s.name for s in specs))} (or experiment/name)")
-        chosen = [s for s in specs if names(s) & set(only)]
+        chosen = [s for s in specs if row_names(s) & set(only)]
     else:
         chosen = [s for s in specs if include_opt_in or not s.opt_in]
-    return chosen + baseline_seed_runs(chosen, profile)
+    return chosen + baseline_seed_runs(chosen, profile, precision)

@@ -23,7 +23,17 @@ REPO = Path(__file__).resolve().parents[3]  # the checkout: references are relat
 class Rung:
     profile: str
     fraction: str            # of the paper's 64k iterations: "1/128" ... "1"
-    reference: str | None = None  # committed run folders of this rung, relative to the repository
+    reference: str | None = None  # committed run folders of this rung (fp32), relative to the repository
+    reference_bf16: str | None = None  # the same nets trained in bf16 on a CPU (issue 46)
+
+    def reference_for(self, precision: str | None) -> str | None:
+        """The reference a run of this precision is compared with: bf16 runs with the bf16 one,
+        fp32 (and TF32, a GPU's fp32) runs with the fp32 one."""
+        return self.reference_bf16 if precision == "bf16" else self.reference
+
+    @property
+    def references(self) -> list[str]:
+        return [r for r in (self.reference, self.reference_bf16) if r]
 
     @property
     def caption(self) -> str:
@@ -32,7 +42,8 @@ class Rung:
 
 @functools.lru_cache(maxsize=None)
 def _read(path: Path, mtime_ns: int) -> tuple[Rung, ...]:
-    return tuple(Rung(r["profile"], str(r["fraction"]), r.get("reference")) for r in yaml.safe_load(path.read_text()))
+    return tuple(Rung(r["profile"], str(r["fraction"]), r.get("reference"), r.get("reference_bf16"))
+                 for r in yaml.safe_load(path.read_text()))
 
 
 def load_ladder(path: Path = LADDER_FILE) -> list[Rung]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .budget import Choice, keep_choice
 from .estimate import Estimator, Sharing, job_seconds, longest_first
-from .experiments import RunSpec, check_against_data, select_runs
+from .experiments import Precision, RunSpec, check_against_data, select_runs
 from .ladder import load_ladder
 from .plan import Action, Job, Plan, make_plan
 
@@ -37,6 +37,7 @@ class Request:
     budget_s: float | None = None    # the longest rung of the ladder that fits chooses the profile
     left_out: tuple[str, ...] = ()   # files left out on purpose (run_all.sh's CPU default)
     retrain_damaged: bool = False
+    precision: Precision | None = None  # replaces the profiles' (run --precision, or the CPU's bf16 choice)
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def select(request: Request, default_profile: str) -> Selection:
     else:
         profiles = [request.profile or default_profile]
     only = list(request.only) if request.only else None
-    return Selection(request, {p: select_runs(list(request.files), p, only, request.include_opt_in)
-                               for p in profiles})
+    return Selection(request, {p: select_runs(list(request.files), p, only, request.include_opt_in,
+                                              request.precision) for p in profiles})
 
 
 def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any], estimator: Estimator | None,
@@ -109,7 +110,7 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
     inv = Invocation(req, profile, plan, eta, job_seconds([eta[j] for j in plan.jobs], sharing) if eta else None,
                      sharing, choice)
     if req.left_out:
-        left = select_runs(list(req.left_out), profile, None, req.include_opt_in)  # whole files, not --only
+        left = select_runs(list(req.left_out), profile, None, req.include_opt_in, req.precision)  # whole files
         inv.left_out = plan_left_out(specs, left, results, sha)
         inv.left_out_s = estimator.scaled(inv.left_out.jobs) if estimator is not None else None
     return inv

@@ -4,7 +4,7 @@ graph and replayed.
 Why graphs: on a GPU the eager step is bound by the host. On an H200 (torch 2.11, batch 128)
 the eager step took 8.52 / 19.37 / 37.54 ms for ResNet-20 / 56 / 110, and the same kernels
 replayed from a CUDA graph 2.46 / 6.84 / 13.36 ms (``../shared/gpu-runs/README.md`` where
-present; README, "Performance"). A graph replays the recorded kernels with one host call.
+present; docs/performance.md). A graph replays the recorded kernels with one host call.
 
 What a graph changes, and what it must not:
 

@@ -28,11 +28,12 @@ def seconds_per_call(call: Callable[[], object], budget_s: float, warm_calls: in
     return (time.perf_counter() - t0) / n
 
 
-def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5) -> float:
+def time_per_step(model_name: str, batch_size: int, device: torch.device, budget_s: float = 1.5,
+                  precision: str = "fp32") -> float:
     """Seconds per training step of one model here, on random images: the paper's recipe's
-    step as the loop runs it (replayed from a CUDA graph where it would be), timed after its
-    eager steps and capture, for at least two steps or ``budget_s``."""
-    recipe = load_profiles()["paper"]
+    step in this precision as the loop runs it (replayed from a CUDA graph where it would be),
+    timed after its eager steps and capture, for at least two steps or ``budget_s``."""
+    recipe = load_profiles()["paper"].model_copy(update={"precision": precision})
     model = build_model(model_name).to(device).to(memory_format=torch.channels_last).train()
     set_numerics(model, recipe, device)  # the kernels a run picks (cuDNN's autotuner on CUDA)
     step, _ = make_stepper(model, make_optimizer(model, recipe, device), recipe, device)
@@ -41,7 +42,8 @@ def time_per_step(model_name: str, batch_size: int, device: torch.device, budget
     return seconds_per_call(lambda: step(x, y, recipe.lr)[0].item(), budget_s, warm_calls=EAGER_STEPS + 1)
 
 
-def time_per_eval_image(model_name: str, device: torch.device, budget_s: float = 0.5) -> float:
+def time_per_eval_image(model_name: str, device: torch.device, budget_s: float = 0.5,
+                        precision: str = "fp32") -> float:
     """Seconds per test image evaluated by one model here: ``evaluate`` over one of its
     batches of random images, after one warm-up batch, at least twice or for ``budget_s``.
     Measured, not assumed: on a CPU it ranged from a quarter of a training image's time to more
@@ -50,8 +52,10 @@ def time_per_eval_image(model_name: str, device: torch.device, budget_s: float =
     n_images = eval_batch_size(device)
     x = torch.randn(n_images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (n_images,), device=device)
-    return seconds_per_call(lambda: evaluate(model, x, y)[1].item(), budget_s) / n_images
+    amp = torch.bfloat16 if precision == "bf16" else None  # as the loop evaluates (train.py)
+    return seconds_per_call(lambda: evaluate(model, x, y, autocast_dtype=amp)[1].item(), budget_s) / n_images
 
 
-def time_step_cost(model_name: str, batch_size: int, device: torch.device) -> StepCost:
-    return StepCost(time_per_step(model_name, batch_size, device), time_per_eval_image(model_name, device))
+def time_step_cost(model_name: str, batch_size: int, device: torch.device, precision: str = "fp32") -> StepCost:
+    return StepCost(time_per_step(model_name, batch_size, device, precision=precision),
+                    time_per_eval_image(model_name, device, precision=precision))

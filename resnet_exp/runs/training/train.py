@@ -271,8 +271,9 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
         for it in range(start, r.iterations):
             if stop.requested:  # checkpoint mid-interval: the running sums go with it
                 write_checkpoint(run, meta, state, ctx, time.perf_counter() - t_line)
-                bar.close()
                 run.update_meta(status=RunStatus.INTERRUPTED.value)
+                bar.close()  # saved first, printed after: a closed pipe or a gone terminal loses no work
+                print(stop.stopped(f"{spec.label} stopped at iteration {it}"), flush=True)
                 raise RunInterrupted(f"{spec.label} stopped at iteration {it}")
             # measurements of the state after `it` steps; their time is not training time
             t_callbacks = time.perf_counter()
