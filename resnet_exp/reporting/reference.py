@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,11 @@ def prediction_interval(values: pd.Series, more: int = 1) -> tuple[float, float]
     return float(values.mean() - half), float(values.mean() + half)
 
 
+def _inside(test: float, train: float, pi_test: tuple[float, float], pi_train: tuple[float, float]) -> bool:
+    """Both final errors inside their intervals: the one rule of every verdict in this module."""
+    return pi_test[0] <= test <= pi_test[1] and pi_train[0] <= train <= pi_train[1]
+
+
 def _differences(ours: pd.Series, ref: pd.DataFrame) -> str:
     parts = []
     for col, what in (("torch", "torch"), ("device", "device"), ("git_commit", "code")):
@@ -158,8 +164,7 @@ def compare(res: Results, ref: Results | None) -> list[Comparison]:
         if pi_test is None or pi_train is None:
             verdict = NO_SPREAD
         else:
-            inside = pi_test[0] <= r.final_test_error <= pi_test[1] and pi_train[0] <= r.final_train_error <= pi_train[1]
-            verdict = WITHIN if inside else OUTSIDE
+            verdict = WITHIN if _inside(r.final_test_error, r.final_train_error, pi_test, pi_train) else OUTSIDE
         out.append(Comparison(
             r.run, r.name, r.profile, r.final_test_error, r.final_train_error, test.mean(),
             test.std() if len(test) > 1 else None, train.mean(), train.std() if len(train) > 1 else None, len(seeds),
@@ -179,21 +184,23 @@ def verdict_of_run(meta: dict[str, Any]) -> str | None:
     reference holds its row. Never raises: a reference that cannot be read gives no verdict."""
     cfg, final = meta.get("config") or {}, meta.get("final") or {}
     sha = (meta.get("dataset") or {}).get("sha256")
-    ref_dir = reference_dir(cfg.get("profile"), (cfg.get("recipe") or {}).get("precision", "fp32"))
+    precision = (cfg.get("recipe") or {}).get("precision", "fp32")
+    ref_dir = reference_dir(cfg.get("profile"), precision)
     if ref_dir is None or "test_error" not in final or "train_error" not in final:
         return None
     try:
         ref = _reference_runs(str(ref_dir), sha)
     except (OSError, ValueError, KeyError):
         return None
-    seeds = ref[(ref["name"] == cfg.get("name")) & (ref["profile"] == cfg.get("profile"))] if len(ref) else ref
+    run = SimpleNamespace(name=cfg.get("name"), profile=cfg.get("profile"), precision=precision)
+    seeds = _seeds_of(ref, run) if len(ref) else ref
     if not len(seeds) or (ref["dataset_sha256"].dropna() != sha).any():
         return None
     test, train = seeds["final_test_error"], seeds["final_train_error"]
     pi_test, pi_train = prediction_interval(test), prediction_interval(train)
     if pi_test is None or pi_train is None:
         return f"{final['test_error'] - test.mean():+.2f} test error against its one seed"
-    inside = pi_test[0] <= final["test_error"] <= pi_test[1] and pi_train[0] <= final["train_error"] <= pi_train[1]
+    inside = _inside(final["test_error"], final["train_error"], pi_test, pi_train)
     return (f"{WITHIN if inside else OUTSIDE} ({len(seeds)} seeds, test {test.mean():.2f} %, "
             f"interval {pi_test[0]:.2f}-{pi_test[1]:.2f})")
 
@@ -261,7 +268,7 @@ class PrecisionRow:
 
     @property
     def within(self) -> bool:
-        return self.low_test <= self.bf16_test <= self.high_test and self.low_train <= self.bf16_train <= self.high_train
+        return _inside(self.bf16_test, self.bf16_train, (self.low_test, self.high_test), (self.low_train, self.high_train))
 
     def sentence(self) -> str:
         return (f"{self.fraction} {self.name}: bf16 {self.bf16_test:.2f} / {self.bf16_train:.2f} % (test / training, "

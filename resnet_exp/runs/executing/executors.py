@@ -184,8 +184,8 @@ def _pool_worker(slot: Slot, ctx: WorkerContext, todo: Any, events: Any) -> None
 class PoolExecutor:
     """K runs at a time on each listed GPU (or N on the CPU), one process per slot."""
 
-    def __init__(self, slots: list[Slot], progress: bool = True) -> None:
-        self.slots, self.progress = slots, progress
+    def __init__(self, slots: list[Slot]) -> None:
+        self.slots = slots
 
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop,
                 progress: JobProgress) -> list[Outcome]:

@@ -82,20 +82,25 @@ class JobProgress:
             self.bar.close()
 
     # ---- where the job stands
-    def fraction_done(self) -> float:
-        """Of the job's estimated work: finished runs whole, running ones by their logged iterations."""
+    def reached(self) -> list[int]:
+        """Each job's iteration: an ended run at its end, a running one at its last log line
+        (each log.csv read once per look, shared by the bar and the time left)."""
+        return [j.spec.recipe.iterations if i in self.ended
+                else min(max(j.run.last_logged_iteration(), j.done_iterations), j.spec.recipe.iterations)
+                for i, j in enumerate(self.jobs)]
+
+    def fraction_done(self, reached: list[int] | None = None) -> float:
+        """Of the job's estimated work: ended runs whole, running ones by their logged iterations."""
+        reached = self.reached() if reached is None else reached
         total = sum(self.weight.values()) or 1.0
-        done = 0.0
-        for i, j in enumerate(self.jobs):
-            if i in self.ended:
-                done += self.weight[id(j)]
-            elif j.remaining_iterations:
-                logged = max(j.run.last_logged_iteration(), j.done_iterations) - j.done_iterations
-                done += self.weight[id(j)] * min(max(logged, 0) / j.remaining_iterations, 1.0)
+        done = sum(self.weight[id(j)] * (1.0 if i in self.ended else
+                                         min(max(it - j.done_iterations, 0) / j.remaining_iterations, 1.0)
+                                         if j.remaining_iterations else 0.0)
+                   for i, (j, it) in enumerate(zip(self.jobs, reached)))
         return done / total
 
-    def left_s(self) -> float | None:
-        elapsed, frac = time.monotonic() - self.t0, self.fraction_done()
+    def left_s(self, reached: list[int] | None = None) -> float | None:
+        elapsed, frac = time.monotonic() - self.t0, self.fraction_done(reached)
         if frac <= 0 or elapsed <= 0:
             return self.estimate_s
         return elapsed * (1 - frac) / frac
@@ -111,11 +116,9 @@ class JobProgress:
         if self.bar is None or (not force and time.monotonic() < self._next):
             return
         self._next = time.monotonic() + self.poll_s
-        done = sum(j.spec.recipe.iterations if i in self.ended
-                   else min(max(j.run.last_logged_iteration(), j.done_iterations), j.spec.recipe.iterations)
-                   for i, j in enumerate(self.jobs))
-        self.bar.update(done - self.bar.n)
-        left = self.left_s()
+        reached = self.reached()
+        self.bar.update(sum(reached) - self.bar.n)
+        left = self.left_s(reached)
         if left is not None:
             self.bar.set_postfix_str(f"job: about {human_duration(left)} left", refresh=False)
 

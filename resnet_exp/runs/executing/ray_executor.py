@@ -121,13 +121,13 @@ def describe_sent(outcomes: list[Outcome]) -> str:
 
 class RayExecutor:
     def __init__(self, address: str | None = None, runs_per_gpu: int = 1, cpus_per_run: float = 1,
-                 threads: int | None = None, progress: bool = True, max_retries: int = 3,
+                 threads: int | None = None, max_retries: int = 3,
                  storage: str = "auto") -> None:
         if storage not in STORAGES:
             raise RayUnavailable(f"--ray-storage {storage!r}: choose one of {', '.join(STORAGES)}")
         self.address, self.runs_per_gpu, self.cpus_per_run = address, runs_per_gpu, cpus_per_run
         self.threads = threads or max(1, int(cpus_per_run))
-        self.max_retries, self.progress, self.storage = max_retries, progress, storage
+        self.max_retries, self.storage = max_retries, storage
 
     def execute(self, jobs: list[Job], ctx: WorkerContext, stop: DriverStop,
                 progress: JobProgress) -> list[Outcome]:

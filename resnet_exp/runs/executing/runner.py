@@ -85,13 +85,13 @@ class ExecutorChoice:
         return ExecutorChoice(kind, self.workers, self.gpus, per_gpu, self.ray_address, self.ray_storage,
                               self.cpus_per_run, self.threads)
 
-    def build(self, device: torch.device, progress: bool) -> tuple[Executor, int]:
+    def build(self, device: torch.device) -> tuple[Executor, int]:
         """The executor and its number of concurrent slots (call on a ``resolved`` choice)."""
         per_gpu = self.runs_per_gpu or 1
         if self.kind == "ray":
             from .ray_executor import RayExecutor
 
-            return RayExecutor(self.ray_address, per_gpu, self.cpus_per_run, self.threads, progress,
+            return RayExecutor(self.ray_address, per_gpu, self.cpus_per_run, self.threads,
                                storage=self.ray_storage), 0
         if self.kind == "pool" or self.gpus or self.workers > 1:
             if self.gpus:
@@ -100,7 +100,7 @@ class ExecutorChoice:
                 slots = gpu_slots("all", per_gpu, self.threads)
             else:
                 slots = cpu_slots(self.workers, self.threads)
-            return PoolExecutor(slots, progress), len(slots)
+            return PoolExecutor(slots), len(slots)
         return LocalExecutor(self.threads), 1
 
     def sharing(self, device: torch.device, slots: int) -> Sharing:
@@ -149,7 +149,7 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     prov = load_data(data, data_dir, results, dry_run)
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
     executor = executor.resolved(dev)
-    runner, slots = executor.build(dev, progress)
+    runner, slots = executor.build(dev)
     estimator = Estimator(lambda model, batch, precision: time_step_cost(model, batch, dev, precision), prov["n_test"],
                           progress=lambda k, n, model: print(f"timing {n} model{'s' if n > 1 else ''} for the "
                                                              f"estimate: {k}/{n} ({model})", flush=True))

@@ -499,12 +499,18 @@ def step_mode(recipe: Recipe, device: torch.device) -> str:
     return "cuda graph, captured again at each new lr"
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype autocast computes in for a recipe's precision: bf16, else none (fp32 and TF32
+    are fp32 tensors). One place for the step, the loop's evaluation and the estimate's timing."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def make_stepper(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, device: torch.device,
                  capture: Capture | None = None) -> tuple[Stepper, str]:
     """The step the loop runs, and one line saying which and why. Graphed where the recipe
     asks for it (``cuda_graph``) and the device can capture; ``capture`` overrides the device's
     (the CPU tests pass ``StandIn()``)."""
-    amp = torch.bfloat16 if recipe.precision == "bf16" else None
+    amp = autocast_dtype(recipe.precision)
     how = step_mode(recipe, device)
     if not recipe.cuda_graph or (capture is None and how.startswith("eager")):
         return EagerStep(make_train_step(model, optimizer, amp), optimizer), how

@@ -13,7 +13,7 @@ from ...data.loader import eval_batch_size, evaluate
 from ...models import build_model
 from ..planning.estimate import StepCost
 from ..planning.experiments import load_profiles
-from .step import EAGER_STEPS, make_optimizer, make_stepper, set_numerics
+from .step import EAGER_STEPS, autocast_dtype, make_optimizer, make_stepper, set_numerics
 
 
 def seconds_per_call(call: Callable[[], object], budget_s: float, warm_calls: int = 1) -> float:
@@ -52,7 +52,7 @@ def time_per_eval_image(model_name: str, device: torch.device, budget_s: float =
     n_images = eval_batch_size(device)
     x = torch.randn(n_images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (n_images,), device=device)
-    amp = torch.bfloat16 if precision == "bf16" else None  # as the loop evaluates (train.py)
+    amp = autocast_dtype(precision)  # as the loop evaluates (train.py)
     return seconds_per_call(lambda: evaluate(model, x, y, autocast_dtype=amp)[1].item(), budget_s) / n_images
 
 

@@ -37,7 +37,7 @@ from .callbacks import Callback, LoopContext
 from .provenance import static_meta
 from .responses import ResponsesCallback
 from .signals import SignalRecorder
-from .step import Capture, GraphedStep, make_optimizer, make_stepper, set_numerics
+from .step import Capture, GraphedStep, autocast_dtype, make_optimizer, make_stepper, set_numerics
 
 # Divergence: a non-finite loss, or a training loss above DIVERGED_LOSS (about 40x the
 # 2.3 of a chance guess over 10 classes) on DIVERGED_LINES consecutive log lines. Such a
@@ -221,7 +221,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     set_numerics(model, r, device)
     optimizer = make_optimizer(model, r, device)
     batches = TrainBatches(splits.train_x, splits.train_y, r.batch_size, r.augment, seed=spec.seed)
-    amp = torch.bfloat16 if r.precision == "bf16" else None
+    amp = autocast_dtype(r.precision)
     columns = LOG_COLUMNS + (VAL_COLUMNS if splits.val_x is not None else [])
     callbacks = default_callbacks() if callbacks is None else callbacks
     state = LoopState(model, optimizer, batches, callbacks, device,
