@@ -167,3 +167,18 @@ def test_runs_left_out_on_purpose_are_counted_apart_from_missing_ones(tmp_path):
     assert "2 more left out on purpose by the invocation that trained this folder" in page and "./run_all.sh --all" in page
     missing = page.split("Missing runs")[1].split("</td>")[0]
     assert "figure6/plain56 (seed 1)" in missing and "figure6/plain32 (seed 1)" not in missing
+
+
+def test_an_experiment_file_never_run_in_the_folder_is_one_line_with_its_command(tmp_path):
+    """A 4-net reference holds no table6 run: the page says 'not run here' with the count and the
+    command, in the folder's profile, instead of listing each of table6's runs as missing."""
+    from resnet_exp.reporting.results import load_results, provenance_html
+
+    r = tmp_path / "r"
+    write_run(r, "figure6", "plain20", 30.0, 31.0)
+    page = provenance_html(load_results(r), [REPO / "experiments" / "figure6.yaml", REPO / "experiments" / "table6.yaml"])
+    missing = page.split("Missing runs")[1].split("</td>")[0]
+    not_run = page.split("Not run here")[1].split("</td>")[0]
+    assert "figure6/plain56 (seed 1)" in missing and "table6/" not in missing
+    assert "table6 (" in not_run and "python -m resnet_exp run experiments/table6.yaml --profile" in not_run
+    assert "figure6" not in not_run

@@ -6,7 +6,6 @@ generated data (same row names, a far shorter recipe) and builds the reports fro
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,8 @@ import pytest
 
 from resnet_exp.reporting.build import REPORTS
 from resnet_exp.reporting.results import load_results, table6
+
+REPO = Path(__file__).resolve().parents[1]
 
 def test_results_and_table6(built_reports):
     root, _ = built_reports
@@ -94,74 +95,47 @@ def test_the_index_leads_with_links_and_verdicts_and_the_run_ends_with_a_summary
     assert out[-1].startswith("Reports: ") and str(index.resolve()) in out[-1]
 
 
-OVERFLOW_JS = """() => {
-  const width = document.documentElement.clientWidth, bad = [];
-  const scrolls = el => { for (let p = el.parentElement; p; p = p.parentElement) {
-      const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') return true; }
-    return false; };
-  if (document.documentElement.scrollWidth > width + 1) bad.push('the page scrolls sideways');
-  for (const el of document.body.querySelectorAll('*')) {
-    const r = el.getBoundingClientRect();
-    if (r.width && r.right > width + 1 && !scrolls(el))
-      bad.push(`${el.tagName.toLowerCase()}.${el.className} ends at ${Math.round(r.right)} px`);
-    if (bad.length > 5) break;
-  }
-  return bad;
-}"""
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
+def _page_checker():
+    """scripts/report_pages.py, the checker a person runs on any reports folder (it is no module
+    of the package: playwright is a test extra); skipped without Chromium or playwright, except
+    in CI, which installs both."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_pages", REPO / "scripts" / "report_pages.py")
+    pages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pages)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pages = None
+    if pages is None or pages.chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: install Debian's chromium (.ci/run does) and playwright")
+        pytest.skip("headless Chromium or playwright is not installed")
+    return pages
 
 
 @pytest.mark.browser
 def test_reports_in_a_real_browser(built_reports, tmp_path):
-    chromium = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        chromium = None
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: install Debian's chromium (.ci/run does) and playwright")
-        pytest.skip("headless Chromium or playwright is not installed")
-    root, index = built_reports
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--allow-file-access-from-files"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})  # a laptop's screen
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    """A smoke run's reports at 1,400 px: every page linked, every image loaded, nothing outside
+    its panel, the verdicts in the first screen."""
+    pages = _page_checker()
+    _, index = built_reports
+    page = index.read_text()
+    assert all(f'href="{r.name}.html"' in page for r in REPORTS)
+    assert pages.check_reports([index], shots=tmp_path) == []
+    assert {p.stem for p in tmp_path.glob("*.png")} >= {f"out-{r.name}" for r in REPORTS} | {"out-index"}
 
-        page.goto(index.as_uri())
-        links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-        assert {f"{r.name}.html" for r in REPORTS} <= {link.rsplit("/", 1)[-1] for link in links}
-        pages = [index.as_uri()] + [link for link in dict.fromkeys(links) if link.startswith("file:")]
-        for url in pages:
-            assert Path(url.removeprefix("file://")).exists(), f"broken link {url}"
-            page.goto(url)
-            page.wait_for_load_state("load")
-            images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.currentSrc.slice(0, 40), e.complete, e.naturalWidth, e.naturalHeight])")
-            if not url.endswith("table6.html"):
-                assert images, f"{url} shows no figure"
-            for src, complete, w, h in images:
-                assert complete and w > 0 and h > 0, f"{url}: image {src} did not load"
-            # nothing runs off the page: every visible element ends inside the viewport's width,
-            # unless a scrolling box of its own holds it (a wide table in a scroll pane is fine)
-            over = page.evaluate(OVERFLOW_JS)
-            assert not over, f"{url} at 1,400 px: {over}"
-            if url == index.as_uri():  # the verdicts in the first screen
-                assert page.eval_on_selector("table.claims", "t => t.getBoundingClientRect().top") < 900
-            page.screenshot(path=str(tmp_path / (Path(url).stem + ".png")), full_page=True)
-        browser.close()
-    assert not problems, "\n".join(problems)
+
+@pytest.mark.browser
+def test_the_committed_reference_reports_in_a_real_browser():
+    """What a newcomer opens first: every page of every committed reference, the same checks."""
+    pages = _page_checker()
+    indexes = sorted((REPO / "reports" / "reference").glob("*/index.html"))
+    assert len(indexes) >= 6
+    assert pages.check_reports(indexes) == []
 
 
 def test_the_notebooks_modules_load_without_torch():

@@ -271,9 +271,12 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
     if not ds:
         warnings.append("No runs yet in the results folder: nothing can be drawn. Train with ./run_all.sh "
                         "(or python -m resnet_exp run ...) and build the reports again.")
-    missing, unfinished = [], []
+    missing, unfinished, not_run = [], [], []
     for f in experiment_files:
         m, u = missing_and_unfinished(res, f)
+        if m and not (res.runs["experiment"] == Path(f).stem).any():
+            not_run.append((f, len(m)))  # a whole file never run here: one line, not each of its runs
+            continue
         missing += m
         unfinished += u
     boxes = "".join(f'<div class="warn" style="border:2px solid #c00;background:#fee;padding:8px;'
@@ -297,6 +300,7 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
         ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)"),
         ("Report made", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
         ("Missing runs", missing_html(res, missing)),
+        ("Not run here", not_run_html(not_run, runs)),
         ("Unfinished runs", e("; ".join(unfinished)) or "none"),
     ]
     if res.excluded:
@@ -334,6 +338,18 @@ def missing_html(res: Results, missing: list[str]) -> str:
         text += (f" <i>({len(left)} more left out on purpose by the invocation that trained this folder"
                  f"{', added by <code>' + html.escape(hint) + '</code>' if hint else ''})</i>")
     return text
+
+
+def not_run_html(not_run: list[tuple[str | Path, int]], runs: pd.DataFrame) -> str:
+    """The experiment files of which this folder holds no run at all, one line each with what
+    trains them (in the folder's own profile): a 4-net reference is not 'missing' table6's 25 runs."""
+    if not not_run:
+        return "none"
+    profiles = runs["profile"].dropna()
+    flag = f" --profile {profiles.mode().iloc[0]}" if len(profiles) else ""
+    return "; ".join(f"{html.escape(Path(f).stem)} ({n} run{'s' if n != 1 else ''}: <code>python -m resnet_exp run "
+                     f"{html.escape(Path(Path(f).parent.name, Path(f).name).as_posix())}{html.escape(flag)}</code>)"
+                     for f, n in not_run)
 
 
 # --------------------------------------------------------------------------- Figure 7
