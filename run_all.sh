@@ -7,6 +7,12 @@
 # same at every moment, exit 130 / 143. Started in the background (&, nohup), SIGINT stays
 # ignored: use SIGTERM (docs/reliability.md, "Stopping").
 #
+# Usage: ./run_all.sh [EXPERIMENT.yaml ...] [options]
+#   EXPERIMENT.yaml ...           train these experiment files, every row, instead of the default
+#                                 set (e.g. experiments/remedies.yaml; on a CPU the budget still
+#                                 picks the rung) [figure1, figure6, ablations, table6 with CUDA;
+#                                 their CPU_ROWS without]
+#
 # Options (defaults in brackets):
 #   --budget TIME                 training time you have (90s, 45m, 2h, 1h30m): the longest rung of the
 #                                 ladder (runs/planning/ladder.yaml: 1/128 ... 1 of the paper's schedule) whose
@@ -41,6 +47,7 @@
 #   ./run_all.sh                                   # the default for this machine
 #   ./run_all.sh --profile smoke                   # a few minutes: checks the plumbing
 #   ./run_all.sh --budget 2h                       # the longest schedule that trains in 2 hours here
+#   ./run_all.sh experiments/remedies.yaml --budget 3h  # the remedies for degradation, side by side
 #   ./run_all.sh --gpus 0,1 --runs-per-gpu 2       # two GPUs, 2 runs on each (the default: all, 4)
 #   ./run_all.sh --executor ray --ray-address auto # a Ray cluster (docs/scale-out.md)
 set -euo pipefail
@@ -81,6 +88,7 @@ DRY=0
 # The CPU default (configuration, not code): Figure 1's pair and their residual twins, so a
 # laptop run shows the degradation *and* its cure, in about an hour on 2 cores (docs/ladder.md).
 CPU_ROWS=(plain20 plain56 resnet20 resnet56)
+USER_FILES=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) PROFILE="$(value "$@")"; shift 2 ;;
@@ -97,6 +105,8 @@ while [ $# -gt 0 ]; do
         --only) [ $# -ge 2 ] && [[ "$2" != --* ]] || die "--only needs at least one row name"
             ALL=1; shift; PASS+=(--only); while [ $# -gt 0 ] && [[ "$1" != --* ]]; do PASS+=("$1"); shift; done ;;
         -h|--help) usage; exit 0 ;;
+        *.yaml|*.yml) [ -f "$1" ] || die "no experiment file '$1' (the shipped ones are in experiments/)"
+            USER_FILES+=("$1"); shift ;;
         *) die "unknown argument '$1'" ;;
     esac
 done
@@ -109,16 +119,26 @@ STEP="the checks"
 
 # every experiment row checked first, before torch or the data are touched: a mistake shows at once
 ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
-"$PY" -m resnet_exp run "${ALL_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} > /dev/null || {
+# the smoke profile checks the plumbing of every report and path: the remedies and a plug-in too
+SMOKE_FILES=("${ALL_FILES[@]}" experiments/remedies.yaml experiments/plugin_example.yaml)
+CHECK_FILES=("${ALL_FILES[@]}")
+[ "$PROFILE" = smoke ] && CHECK_FILES=("${SMOKE_FILES[@]}")
+[ ${#USER_FILES[@]} -gt 0 ] && CHECK_FILES=("${USER_FILES[@]}")
+"$PY" -m resnet_exp run "${CHECK_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} > /dev/null || {
     s=$?; [ "$s" -ge 128 ] && exit "$s"; exit 2; }  # 130/143: stopped; else a bad row, the message says which
 
 # 2. the job: everything with CUDA; on a CPU, the CPU_ROWS of figure1 and figure6 (what fits
 #    in about an hour on a laptop and shows both halves of the paper), the rest listed with
 #    its cost and --all. The smoke profile is cheap everywhere: it always runs everything.
+#    Experiment files named on the command line: all their rows, nothing else.
 CUDA="$([ "$("$PY" -m resnet_exp device)" = cuda ] && echo 1 || echo 0)"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
 ONLY=()
-if [ "$CUDA" = 1 ] || [ "$ALL" = 1 ] || [ "$PROFILE" = smoke ]; then
+if [ ${#USER_FILES[@]} -gt 0 ]; then
+    FILES=("${USER_FILES[@]}"); LEFT=()
+elif [ "$PROFILE" = smoke ]; then
+    FILES=("${SMOKE_FILES[@]}"); LEFT=()
+elif [ "$CUDA" = 1 ] || [ "$ALL" = 1 ]; then
     FILES=("${ALL_FILES[@]}"); LEFT=()
 else
     FILES=("${ALL_FILES[@]:0:2}"); LEFT=("${ALL_FILES[@]:1}"); ONLY=(--only "${CPU_ROWS[@]}")

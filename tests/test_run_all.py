@@ -3,6 +3,7 @@ process group, as a terminal sends it)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_all(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / "run_all.sh"), *args], capture_output=True, text=True, timeout=120, **kw)
+def run_all(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "run_all.sh"), *args], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -35,6 +36,26 @@ def test_help_lists_every_option_with_its_default():
                    "--workers", "--gpus", "--runs-per-gpu", "--ray-address", "--threads", "--retrain-damaged"):
         assert option in out
     assert "Examples:" in out and "[" in out
+
+
+def test_experiment_files_named_on_the_command_line_are_what_it_plans(tiny_tar, tmp_path):
+    """`./run_all.sh experiments/remedies.yaml` plans every row of that file and its baselines' seeds,
+    nothing else;
+    `--profile smoke` alone plans every shipped report's file, the remedies' and a plug-in's
+    included; a file that is not there is a usage error naming it."""
+    common = ["--data", str(tiny_tar), "--results", str(tmp_path / "r"), "--device", "cpu", "--dry-run"]
+    plan = run_all("experiments/remedies.yaml", "--profile", "smoke", *common, timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = {line.split()[0] for line in plan.stdout.splitlines() if re.match(r"  \w+/\S+ +seed ", line)}
+    assert "remedies/fixup56" in planned  # and the seeds of its baselines, which it is judged against
+    assert {p for p in planned if not p.startswith("remedies/")} == {"figure6/plain56", "figure6/resnet56"}
+    smoke = run_all("--profile", "smoke", *common, timeout=300)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    experiments = {line.split()[0].split("/")[0] for line in smoke.stdout.splitlines()
+                   if re.match(r"  \w+/\S+ +seed ", line)}
+    assert experiments == {"figure1", "figure6", "ablations", "table6", "remedies", "plugin_example"}
+    missing = run_all("experiments/nope.yaml")
+    assert missing.returncode == 2 and "no experiment file 'experiments/nope.yaml'" in missing.stderr
 
 
 def _start(tiny_tar: Path, tmp_path: Path) -> subprocess.Popen:
