@@ -45,7 +45,7 @@
 #
 # Examples:
 #   ./run_all.sh                                   # the default for this machine
-#   ./run_all.sh --profile smoke                   # a few minutes: checks the plumbing
+#   ./run_all.sh --profile smoke                   # every report from tiny runs: checks the plumbing
 #   ./run_all.sh --budget 2h                       # the longest schedule that trains in 2 hours here
 #   ./run_all.sh experiments/remedies.yaml --budget 3h  # the remedies for degradation, side by side
 #   ./run_all.sh --gpus 0,1 --runs-per-gpu 2       # two GPUs, 2 runs on each (the default: all, 4)
