@@ -121,10 +121,13 @@ STEP="the checks"
 ALL_FILES=(experiments/figure1.yaml experiments/figure6.yaml experiments/ablations.yaml experiments/table6.yaml)
 # the smoke profile checks the plumbing of every report and path: the remedies and a plug-in too
 SMOKE_FILES=("${ALL_FILES[@]}" experiments/remedies.yaml experiments/plugin_example.yaml)
-CHECK_FILES=("${ALL_FILES[@]}")
-[ "$PROFILE" = smoke ] && CHECK_FILES=("${SMOKE_FILES[@]}")
-[ ${#USER_FILES[@]} -gt 0 ] && CHECK_FILES=("${USER_FILES[@]}")
-"$PY" -m resnet_exp run "${CHECK_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} > /dev/null || {
+# the files of this invocation, decided once: named ones or the smoke set (every row, on any
+# device: WHOLE=1), else the reproduction's (its CPU_ROWS only on a CPU, below)
+WHOLE=1
+if [ ${#USER_FILES[@]} -gt 0 ]; then JOB_FILES=("${USER_FILES[@]}")
+elif [ "$PROFILE" = smoke ]; then JOB_FILES=("${SMOKE_FILES[@]}")
+else JOB_FILES=("${ALL_FILES[@]}"); WHOLE=0; fi
+"$PY" -m resnet_exp run "${JOB_FILES[@]}" --check ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} > /dev/null || {
     s=$?; [ "$s" -ge 128 ] && exit "$s"; exit 2; }  # 130/143: stopped; else a bad row, the message says which
 
 # 2. the job: everything with CUDA; on a CPU, the CPU_ROWS of figure1 and figure6 (what fits
@@ -134,12 +137,8 @@ CHECK_FILES=("${ALL_FILES[@]}")
 CUDA="$([ "$("$PY" -m resnet_exp device)" = cuda ] && echo 1 || echo 0)"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
 ONLY=()
-if [ ${#USER_FILES[@]} -gt 0 ]; then
-    FILES=("${USER_FILES[@]}"); LEFT=()
-elif [ "$PROFILE" = smoke ]; then
-    FILES=("${SMOKE_FILES[@]}"); LEFT=()
-elif [ "$CUDA" = 1 ] || [ "$ALL" = 1 ]; then
-    FILES=("${ALL_FILES[@]}"); LEFT=()
+if [ "$WHOLE" = 1 ] || [ "$CUDA" = 1 ] || [ "$ALL" = 1 ]; then
+    FILES=("${JOB_FILES[@]}"); LEFT=()
 else
     FILES=("${ALL_FILES[@]:0:2}"); LEFT=("${ALL_FILES[@]:1}"); ONLY=(--only "${CPU_ROWS[@]}")
 fi
