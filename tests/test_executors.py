@@ -272,6 +272,31 @@ def test_the_local_executor_says_where_the_whole_job_is(kw, tmp_path, capsys):
     assert events[-1]["status"] == "ended" and events[-1]["runs_ended"] == 3
 
 
+def test_a_resumed_runs_lines_past_its_checkpoint_are_not_progress(tmp_path):
+    """A run killed between checkpoints left log lines past the one it resumes from: until its
+    trainer trims them, the job's time left is the plan's (no "about 0 s left" at its start),
+    and after the trim its log counts again."""
+    from types import SimpleNamespace
+
+    from resnet_exp.runs.executing.progress import JobProgress
+    from resnet_exp.runs.planning.plan import Job
+
+    class Run:
+        logged = 750  # the killed attempt logged to 750; its last checkpoint was at 313
+
+        def last_logged_iteration(self) -> int:
+            return self.logged
+
+    run = Run()
+    job = Job(SimpleNamespace(label="seeds/resnet56-s2", recipe=SimpleNamespace(iterations=2000)), run, "id", 313)
+    progress = JobProgress([job], None, {job: 600.0})
+    assert progress.fraction_done() == 0.0 and progress.left_s() == 600.0
+    run.logged = 250  # the trainer kept the lines its checkpoint covers
+    assert progress.fraction_done() == 0.0
+    run.logged = 1000  # and trained on from 313
+    assert abs(progress.fraction_done() - (1000 - 313) / 1687) < 1e-12
+
+
 def test_only_says_what_it_matched_and_records_the_rest_as_left_out(kw, tmp_path, capsys):
     """`--only plain8`: the plan says what it matched; the rows it did not select are recorded as
     left out on purpose, so the reports count them on one line instead of listing them missing."""

@@ -5,6 +5,8 @@ precision, and the bf16-against-fp32 verdict computed from the references."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -130,6 +132,13 @@ def test_the_bf16_verdict_is_computed_from_the_references(tmp_path, monkeypatch)
     monkeypatch.setattr(reference_module, "load_ladder", lambda: one)
     shown, evidence = bf16_verdict()
     assert not shown and "1 of the 2 rungs" in evidence
+    partial = _references(tmp_path / "partial", {})
+    for run in (tmp_path / "partial" / "quick" / "bf16").rglob("resnet56-s3*"):
+        shutil.rmtree(run)  # a reference still training: ResNet-56 has 2 of its 3 bf16 seeds
+    monkeypatch.setattr(reference_module, "load_ladder", lambda: partial)
+    assert len(precision_rows()) == 8
+    shown, evidence = bf16_verdict()
+    assert not shown and "1 of the 2 rungs" in evidence and "3 seeds" in evidence
 
 
 def test_the_budget_on_a_native_bf16_cpu_plans_in_bf16_and_names_fp32s_rung(tmp_path, tiny_tar, capsys, monkeypatch):

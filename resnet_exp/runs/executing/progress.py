@@ -43,6 +43,11 @@ class JobProgress:
         self.weight = {id(j): (eta or {}).get(j) or float(j.remaining_iterations) for j in jobs}
         self.estimate_s = sum((eta or {}).values()) or None
         self.ended: set[int] = set()
+        # A run stopped between checkpoints left log lines past the one it resumes from; its
+        # trainer trims them when it starts. Until then they are not progress of this job (read
+        # as such, a resumed job looked nearly done the moment it started: "about 0 s left").
+        self.stale = {i for i, j in enumerate(jobs) if j.done_iterations
+                      and j.run.last_logged_iteration() > j.done_iterations}
         self.t0, self._next = time.monotonic(), 0.0
         self.bar = tqdm(total=sum(j.spec.recipe.iterations for j in jobs),
                         initial=sum(j.done_iterations for j in jobs), unit="it", dynamic_ncols=True,
@@ -85,9 +90,17 @@ class JobProgress:
     def reached(self) -> list[int]:
         """Each job's iteration: an ended run at its end, a running one at its last log line
         (each log.csv read once per look, shared by the bar and the time left)."""
-        return [j.spec.recipe.iterations if i in self.ended
-                else min(max(j.run.last_logged_iteration(), j.done_iterations), j.spec.recipe.iterations)
-                for i, j in enumerate(self.jobs)]
+        reached = []
+        for i, j in enumerate(self.jobs):
+            if i in self.ended:
+                reached.append(j.spec.recipe.iterations)
+                continue
+            logged = j.run.last_logged_iteration()
+            if i in self.stale and logged <= j.done_iterations:
+                self.stale.discard(i)  # trimmed: from here on its log is this job's
+            reached.append(j.done_iterations if i in self.stale
+                           else min(max(logged, j.done_iterations), j.spec.recipe.iterations))
+        return reached
 
     def fraction_done(self, reached: list[int] | None = None) -> float:
         """Of the job's estimated work: ended runs whole, running ones by their logged iterations."""
