@@ -182,3 +182,23 @@ def test_an_experiment_file_never_run_in_the_folder_is_one_line_with_its_command
     assert "figure6/plain56 (seed 1)" in missing and "table6/" not in missing
     assert "table6 (" in not_run and "python -m resnet_exp run experiments/table6.yaml --profile" in not_run
     assert "figure6" not in not_run
+
+
+def test_the_plan_says_what_a_rung_showed_in_its_precision_or_the_nearest_evidence(tmp_path):
+    """The budget's line beside its rung: the claims the rung's reference of this precision
+    showed; with none in bf16, that none is committed and what the fp32 one showed, named as such."""
+    from resnet_exp.reporting.claims import known_to_show
+    from resnet_exp.runs.planning.ladder import Rung
+
+    fp32 = tmp_path / "fp32"
+    write_run(fp32, "figure1", "plain20", 10, 12)
+    write_run(fp32, "figure1", "plain56", 20, 22)
+    rung = Rung("quick", "1/32", reference=str(fp32))
+    shown = known_to_show(rung, "fp32")
+    assert shown.startswith("C1 holds") and shown.endswith(f"(committed reference {fp32})")
+    assert known_to_show(rung, "bf16") == f"no committed bf16 measurement of this rung yet; in fp32 it showed {shown}"
+    assert known_to_show(Rung("quick2", "1/2"), "bf16") == "no committed bf16 measurement of this rung yet"
+    bf16 = tmp_path / "bf16"
+    write_run(bf16, "figure1", "plain20", 10, 12, precision="bf16")
+    write_run(bf16, "figure1", "plain56", 5, 7, precision="bf16")
+    assert known_to_show(Rung("quick", "1/32", str(fp32), str(bf16)), "bf16").startswith("C1 does not hold")

@@ -309,13 +309,19 @@ def known_to_show(rung: Rung, precision: str = "fp32") -> str:
     """Which of the paper's claims a rung of the budget ladder showed in this precision, from
     its committed reference runs, or that none is committed. The plan prints it beside the rung
     it chose (``__main__`` hands this function to the planner: planning never imports the reports)."""
-    where = rung.reference_for(precision)
-    ref = REPO / where if where else None
-    if ref is None or not ref.is_dir():
-        return f"no committed {precision} measurement of this rung yet"
-    claims, _ = claims_for(ref)
-    shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
-    return f"{shown or 'nothing checkable'} (committed reference {where})"
+    def shown_by(where: str | None) -> str | None:
+        if not where or not (REPO / where).is_dir():
+            return None
+        claims, _ = claims_for(REPO / where)
+        shown = "; ".join(f"{c.id} {c.verdict}" for c in claims if c.verdict != UNCHECKED)
+        return f"{shown or 'nothing checkable'} (committed reference {where})"
+
+    if (own := shown_by(rung.reference_for(precision))) is not None:
+        return own
+    none = f"no committed {precision} measurement of this rung yet"
+    if precision != "fp32" and (fp32 := shown_by(rung.reference_for("fp32"))) is not None:
+        return f"{none}; in fp32 it showed {fp32}"  # the nearest evidence, named as such
+    return none
 
 
 def figure7_statement(res: Results) -> str:
