@@ -314,3 +314,11 @@ def test_only_says_what_it_matched_and_records_the_rest_as_left_out(kw, tmp_path
     missing, _ = missing_and_unfinished(res, exp)
     assert sorted(missing) == record["runs"]
     assert missing_html(res, missing).startswith("none <i>(2 more left out on purpose")
+    # a selected ablation adds its baseline's run, which trains now: not left out
+    (tmp_path / "b").mkdir()
+    with_baseline = write_experiment(tmp_path / "b" / "smoke.yaml",
+                                     SMOKE.replace("shortcut: B,", "shortcut: B, baseline: smoke/resnet8,"))
+    assert run_experiments([str(with_baseline)], results=str(tmp_path / "b" / "r"), only=["resnet8-B"], **kw) == 0
+    assert "added: smoke/resnet8 (seed 1)" in capsys.readouterr().out
+    record = json.loads((tmp_path / "b" / "r" / ".left-out.json").read_text())
+    assert record["runs"] == ["smoke/plain8 (seed 1)"]

@@ -175,9 +175,10 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     # so the reports can tell runs left out on purpose (another file, or rows --only did not
     # select) from runs really missing
     left = [p.spec for p in inv.left_out.runs] if inv.left_out is not None else []
-    if request.only:
+    if request.only:  # the rows --only did not select, less the baselines it added (they train now)
+        planned = {(s.experiment, s.name, s.seed) for s in selection.by_profile[inv.profile]}
         left += [s for s in select_runs(list(files), inv.profile, None, include_opt_in, request.precision)
-                 if not row_names(s) & set(request.only)]
+                 if not row_names(s) & set(request.only) and (s.experiment, s.name, s.seed) not in planned]
     if left and not dry_run:
         record_left_out(results_dir, left, left_out_hint or "the same command without --only")
     if dry_run:
