@@ -300,8 +300,8 @@ def precision_rows() -> list[PrecisionRow]:
 
 BF16_NETS = 4  # the nets of experiments/seeds.yaml: what both references must hold at a rung to judge it
 BF16_RUNGS = 2  # 1/64 and 1/32, the rungs a CPU's budget chooses between
-BF16_SEEDS = 3  # a net counts once its bf16 reference has the seeds the fp32 one has, so a reference
-                # still training (or published in part) cannot turn the budget to bf16
+BF16_SEEDS = 3  # a net counts once its bf16 reference has all three seeds, so a reference still
+                # training (or published in part) cannot turn the budget to bf16
 
 
 def bf16_verdict() -> tuple[bool, str]:
