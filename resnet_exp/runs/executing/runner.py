@@ -31,7 +31,7 @@ from ...models import model_info
 from ..device import DEFAULT_RUNS_PER_GPU, cpu_native_bf16, default_profile, pick_device, sharing_speedup
 from ..planning.budget import Rung, choose_precision, describe, describe_precision, read_record, write_record
 from ..planning.estimate import Estimator, Sharing
-from ..planning.experiments import Precision, RunSpec, explain_only, row_names, select_runs
+from ..planning.experiments import Precision, RunSpec, explain_only, select_runs
 from ..planning.plan import Action, Plan
 from ..planning.planner import Invocation, Request, choose, plan_invocation, select
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
@@ -175,10 +175,10 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     # so the reports can tell runs left out on purpose (another file, or rows --only did not
     # select) from runs really missing
     left = [p.spec for p in inv.left_out.runs] if inv.left_out is not None else []
-    if request.only:  # the rows --only did not select, less the baselines it added (they train now)
-        planned = {(s.experiment, s.name, s.seed) for s in selection.by_profile[inv.profile]}
+    if request.only:  # every run of the files that --only did not plan (its baselines are planned: they train now)
+        planned = {s.label for s in selection.by_profile[inv.profile]}
         left += [s for s in select_runs(list(files), inv.profile, None, include_opt_in, request.precision)
-                 if not row_names(s) & set(request.only) and (s.experiment, s.name, s.seed) not in planned]
+                 if s.label not in planned]
     if left and not dry_run:
         record_left_out(results_dir, left, left_out_hint or "the same command without --only")
     if dry_run:
