@@ -66,7 +66,7 @@ def test_the_command(tmp_path):
     assert "The reference has no finished run of plain56 on this schedule" in text
 
 
-def test_a_published_reference_keeps_finished_runs_and_no_machine_paths(tmp_path):
+def test_a_published_reference_keeps_done_runs_and_no_machine_paths(tmp_path):
     from resnet_exp.runs.rundir import RunDir, publish_results
 
     src = tmp_path / "src"
@@ -76,9 +76,13 @@ def test_a_published_reference_keeps_finished_runs_and_no_machine_paths(tmp_path
     run.write_meta(meta)
     unfinished = write_run(src, "figure1", "plain56", 60.0, 61.0)
     unfinished.update_meta(status="interrupted")
+    diverged = write_run(src, "remedies", "resnet56_nobn", 90.0, 90.0)
+    diverged.update_meta(status="diverged")  # done, not retried: a result the remedies page reports
     (src / ".left-out.json").write_text('{"runs": ["figure1/plain32 (seed 1)"], "hint": "--all"}')
-    assert publish_results(src, tmp_path / "dst", only_finished=True) == 1
-    (copy,) = RunDir.all_in(tmp_path / "dst")
+    assert publish_results(src, tmp_path / "dst", only_done=True) == 2
+    copies = {r.name.split("-s")[0]: r for r in RunDir.all_in(tmp_path / "dst")}
+    assert set(copies) == {"plain20", "resnet56_nobn"} and copies["resnet56_nobn"].status() == "diverged"
+    copy = copies["plain20"]
     assert copy.read_meta()["dataset"]["path"] == "cifar10-jpeg-q75.tar.gz" and copy.check().ok
     # the record of what its invocation left out goes with it: its pages do not list those as missing
     assert (tmp_path / "dst" / ".left-out.json").read_text() == (src / ".left-out.json").read_text()

@@ -71,9 +71,12 @@ def remedy_rows(res: Results, experiments_dir: str | Path = "experiments") -> li
     entries = ablation_rows(res, experiments_dir, experiment=EXPERIMENT)
     names = [e["row"] for e in entries] + sorted({e["baseline"].partition("/")[2] for e in entries})
     ratios = grad_ratio_points(res, names)
+    runs = res.runs[res.runs["experiment"] == EXPERIMENT]
     out = []
     for e in entries:
         mine = ratios[ratios["name"] == e["row"]]
+        seeds = runs[runs["name"] == e["row"]]
+        gone = seeds[seeds["status"] == RunStatus.DIVERGED.value]
         diverged = "diverged" in e["status"]
         train = e["train"]
         if diverged:
@@ -87,6 +90,9 @@ def remedy_rows(res: Results, experiments_dir: str | Path = "experiments") -> li
                     "ratio_init": float(mine["init"].median(skipna=False)) if len(mine) else None,
                     "ratio_start": float(mine["start"].dropna().median()) if mine["start"].notna().any() else None,
                     "predicted": None if trains is None or keeps is None else keeps == trains,
+                    # seeds that diverged of those run, and the last iteration any of them reached
+                    "diverged_seeds": (len(gone), seeds["seed"].nunique(),
+                                       int(gone["iteration"].max()) if gone["iteration"].notna().any() else None),
                     "published": PUBLISHED.get(e["row"], "-")})
     return out
 
@@ -133,8 +139,10 @@ def verdict_sentences(rows: list[dict[str, Any]]) -> list[str]:
     for e in rows:
         tr, te = e["train"], e["test"]
         if "diverged" in e["status"] and (tr is None or tr.diff is None):
-            out.append(f"**{e['row']}** ({e['group']}): **diverged** ({e['status']}): it does not train at the "
-                       f"recipe's learning rate, where {e['baseline']} does.")
+            k, n, last = e["diverged_seeds"]
+            when = f", its loss not finite by iteration {last}" if last is not None else ""
+            out.append(f"**{e['row']}** ({e['group']}): **diverged** in {k} of {n} seed{'s' if n != 1 else ''}{when}: "
+                       f"it does not train at the recipe's learning rate, where {e['baseline']} does.")
             continue
         if tr is None or tr.diff is None:
             out.append(f"**{e['row']}** ({e['group']}): no finished run against {e['baseline']} yet.")

@@ -381,19 +381,23 @@ class RunDir:
         return IdentityLock(self.results, identity)
 
 
-def publish_results(source: str | Path, dest: str | Path, only_finished: bool = False) -> int:
+def publish_results(source: str | Path, dest: str | Path, only_done: bool = False) -> int:
     """Copy every run folder's results (meta.json, log.csv, model.pt, signals.csv, ...; no
     checkpoint, lock or temporary file) from one results tree to another: what a committed
     reference reproduction keeps. The dataset's path in meta.json keeps only its file name
     (the sha256 identifies it; no machine's folders in a committed file). Returns the number
-    of runs copied. The record of the runs left out on purpose goes with them (the reports
-    count those on one line instead of listing them missing)."""
+    of runs copied. ``only_done`` leaves out the runs still to train: a diverged run is done
+    and goes with the finished ones (the remedies page reports a net that diverges at the
+    recipe's learning rate; leaving it out would list it as missing, as if it had not been
+    tried). The record of the runs left out on purpose goes with them (the reports count
+    those on one line instead of listing them missing)."""
     n = 0
     if (Path(source) / LEFT_OUT_FILE).exists():
         Path(dest).mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(source) / LEFT_OUT_FILE, Path(dest) / LEFT_OUT_FILE)
     for run in RunDir.all_in(source):
-        if only_finished and run.status() != RunStatus.FINISHED:
+        status = run.status()
+        if only_done and not (status and status.done):
             continue
         target = RunDir.for_run(dest, run.experiment, run.name)
         target.path.mkdir(parents=True, exist_ok=True)
