@@ -46,6 +46,10 @@ def test_remedies_train_or_not_by_their_training_error_and_a_diverged_one_is_nam
     table = remedies.remedy_table(list(rows.values()))
     assert dict(zip(table["row"], table["trains?"])) == {"plain56_deltaorth": "yes", "highway56": "no",
                                                          "rezero56": "yes", "resnet56_nobn": "no (diverged)"}
+    # the sentence gives the median over seeds but judges every seed: one seed beyond 10x is "beyond"
+    for bounded, words in ((False, "beyond 10x in at least one"), (True, "within 10x in every seed")):
+        (line,) = remedies.verdict_sentences([dict(rows["rezero56"], bounded=bounded, ratio_start=0.364)])
+        assert f"0.364x the last block's (median over seeds; {words})" in line
 
 
 def test_where_every_branch_starts_at_zero_the_ratio_is_0_over_0_not_infinite():

@@ -147,9 +147,11 @@ def verdict_sentences(rows: list[dict[str, Any]]) -> list[str]:
         if tr is None or tr.diff is None:
             out.append(f"**{e['row']}** ({e['group']}): no finished run against {e['baseline']} yet.")
             continue
+        # the median over seeds, judged seed by seed: one seed beyond the bound is "beyond"
         sig = ("" if e["bounded"] is None else
                f"; once training starts its first block's gradient is {e['ratio_start']:.3g}x the last block's "
-               f"({'within' if e['bounded'] else 'beyond'} {BOUND:g}x)")
+               f"(median over seeds; {'within' if e['bounded'] else 'beyond'} {BOUND:g}x "
+               f"{'in every seed' if e['bounded'] else 'in at least one'})")
         out.append(f"**{e['row']}** ({e['group']}): training error {tr.row} against {tr.baseline} for "
                    f"{e['baseline']} (**{tr.verdict}**), test error {te.row} against {te.baseline} "
                    f"(**{te.verdict}**){sig}.")
