@@ -137,13 +137,18 @@ else JOB_FILES=("${ALL_FILES[@]}"); WHOLE=0; fi
 CUDA="$([ "$("$PY" -m resnet_exp device)" = cuda ] && echo 1 || echo 0)"
 for a in ${PASS[@]+"${PASS[@]}"}; do [ "$a" = cpu ] && CUDA=0; done
 ONLY=()
+JUDGED=()  # --needs-reference, for the CPU default alone (below)
 if [ "$WHOLE" = 1 ] || [ "$CUDA" = 1 ] || [ "$ALL" = 1 ]; then
     FILES=("${JOB_FILES[@]}"); LEFT=()
 else
     FILES=("${ALL_FILES[@]:0:2}"); LEFT=("${ALL_FILES[@]:1}"); ONLY=(--only "${CPU_ROWS[@]}")
 fi
 if [ -z "$PROFILE" ] && [ -z "$BUDGET" ]; then
-    if [ "$CUDA" = 1 ]; then PROFILE=paper; elif [ "$ALL" = 1 ]; then PROFILE=quick; else BUDGET="$DEFAULT_CPU_BUDGET"; fi
+    if [ "$CUDA" = 1 ]; then PROFILE=paper; elif [ "$ALL" = 1 ]; then PROFILE=quick; else
+        # the default trains a rung it can judge: one whose committed reference holds its nets
+        # with three seeds in the precision it trains (an explicit --budget takes any rung that fits)
+        BUDGET="$DEFAULT_CPU_BUDGET"; JUDGED=(--needs-reference)
+    fi
 fi
 [ -n "$PROFILE" ] && BUDGET=""  # a profile pins the schedule, over any budget
 echo "[run_all] ${PROFILE:+profile: $PROFILE}${BUDGET:+budget: $BUDGET of training (the plan picks the rung)}; experiments: ${FILES[*]}${ONLY[@]+ (rows: ${ONLY[*]:1})}"
@@ -184,7 +189,7 @@ INTERRUPTED=0
 status=0
 "$PY" -m resnet_exp run "${FILES[@]}" ${PROFILE:+--profile "$PROFILE"} ${BUDGET:+--budget "$BUDGET"} \
     --results "$RESULTS" ${DATA:+--data "$DATA"} \
-    ${ONLY[@]+"${ONLY[@]}"} ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} \
+    ${ONLY[@]+"${ONLY[@]}"} ${LEFT[@]+--left-out "${LEFT[@]}" --left-out-hint "./run_all.sh --all"} ${JUDGED[@]+"${JUDGED[@]}"} \
     ${PASS[@]+"${PASS[@]}"} $([ "$DRY" = 1 ] && echo --dry-run) || status=$?
 trap 'stopped SIGINT 130' INT
 trap 'stopped SIGTERM 143' TERM

@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet_exp {models,run,report,bench,make-mini}``.
+"""Command line: ``python -m resnet_exp {models,run,report,claims,compare,publish,...}``.
 
 Each subcommand is a thin shell over one module; heavy imports happen inside them.
 """
@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{', '.join(args.experiments)}: every row is valid")
         return 0
     from .reporting.claims import known_to_show
-    from .reporting.reference import bf16_verdict, verdict_of_run
+    from .reporting.reference import bf16_verdict, coverage, verdict_of_run
     from .runs.executing.runner import ExecutorChoice, run_experiments
 
     choice = ExecutorChoice(kind=args.executor, workers=args.workers, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                            dry_run=args.dry_run, executor=choice, left_out=args.left_out,
                            left_out_hint=args.left_out_hint, retrain_damaged=args.retrain_damaged,
                            budget=budget, known_to_show=known_to_show, precision=args.precision,
-                           bf16_verdict=bf16_verdict, verdict=verdict_of_run)
+                           bf16_verdict=bf16_verdict, verdict=verdict_of_run,
+                           needs_reference=args.needs_reference, coverage=coverage)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -173,6 +174,36 @@ def cmd_responses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .runs.rundir import RunDir, lighten, publish_results
+
+    results_folder(args.source)
+    if Path(args.source).resolve() == Path(args.dest).resolve():  # in place: only drop the weights
+        n = sum(lighten(run) for run in RunDir.all_in(args.source))
+        print(f"{n} run(s) made light (model.pt removed, its sha256 and size kept in meta.json)")
+        return 0
+    n = publish_results(args.source, args.dest, only_done=not args.all, weights=True if args.weights else None)
+    print(f"published {n} run(s) to {args.dest}" + ("" if args.weights else
+          " (light: model.pt left out below the paper's schedule, its sha256 and size kept in meta.json)"))
+    return 0
+
+
+def add_publish_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    pb = sub.add_parser("publish", help="copy finished runs into a reference folder: no checkpoints, no machine "
+                        "paths, and no model.pt below the paper's schedule", formatter_class=fmt,
+                        epilog="examples: python -m resnet_exp publish results reports/reference/quick16-bf16/results; "
+                               "the same folder twice makes its runs light in place")
+    pb.add_argument("source", help="results folder to copy from")
+    pb.add_argument("dest", help="reference results folder to copy into (the same as source: lighten in place)")
+    pb.add_argument("--all", action="store_true", help="also the runs still to train (default: finished and "
+                    "diverged runs only)")
+    pb.add_argument("--weights", action="store_true", help="keep model.pt for every run (default: only for the "
+                    "paper's full schedule)")
+    pb.set_defaults(func=cmd_publish)
+
+
 def cmd_make_mini(args: argparse.Namespace) -> int:
     from .data.cifar10 import make_mini_subset
 
@@ -214,6 +245,10 @@ def add_run_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     r.add_argument("--budget", default=None, metavar="TIME",
                    help="training time you have (90s, 45m, 2h, 1h30m): the longest rung of the ladder "
                         "(runs/planning/ladder.yaml) whose estimate fits chooses the schedule; --profile wins over it")
+    r.add_argument("--needs-reference", action="store_true",
+                   help="with --budget: choose among the rungs whose committed reference holds every selected net "
+                        "with 3 seeds in the precision trained (./run_all.sh's CPU default); a longer rung that fits "
+                        "without one is named")
     r.add_argument("--check", action="store_true", help="only validate the experiment files (no torch, no data)")
     r.add_argument("--retrain-damaged", action="store_true",
                    help="train damaged runs again (their folders are moved to <results>/.damaged/, kept)")
@@ -419,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for add in (add_models_parser, add_run_parser, add_report_parser, add_claims_parser, add_summary_parser,
                 add_compare_parser, add_ablations_parser, add_bench_parser, add_data_parser, add_device_parser, add_responses_parser,
-                add_make_mini_parser):
+                add_publish_parser, add_make_mini_parser):
         add(sub, fmt)
     return p
 

@@ -181,3 +181,10 @@ def built_reports(tmp_path_factory, tiny_tar):
     return root, index
 
 
+
+
+@pytest.fixture(autouse=True)
+def own_timing_cache(tmp_path_factory, monkeypatch):
+    """Each test its own kept step timings (runs/training/timing.py): none from an earlier
+    test or from the machine's own ~/.cache, so a plan times what the test expects it to."""
+    monkeypatch.setenv("RESNET_EXP_CACHE_DIR", str(tmp_path_factory.mktemp("timings")))

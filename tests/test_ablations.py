@@ -160,3 +160,30 @@ def test_the_ablations_report_with_one_seed_a_row(tmp_path):
     build_reports(results=r, out=tmp_path / "out", experiments_dir=REPO / "experiments", only=["ablations"])
     page = (tmp_path / "out" / "ablations.html").read_text()
     assert "no verdict: 1 seed" in page and "--only resnet20-B" in page
+
+
+def test_runs_of_two_schedules_are_never_pooled_or_judged_against_each_other(tmp_path):
+    """Issue 55: the README's two paths in one folder (smoke, then a 1/64 row while its 1/64
+    baseline still trains): the row waits for its own schedule's baseline, the smoke row is
+    judged against the smoke baseline, and the claims use one schedule and name the other."""
+    from resnet_exp.reporting.claims import check_claims
+    from resnet_exp.reporting.results import provenance_html
+
+    r = tmp_path / "results"
+    for seed in (1, 2, 3):
+        write_run(r, "figure6", "resnet20", 79.0 + seed, 79.5 + seed, seed=seed, profile="smoke")
+        write_run(r, "ablations", "resnet20-wd", 78.0 + seed, 78.5 + seed, seed=seed, profile="smoke", model="resnet20",
+                  baseline="figure6/resnet20", group="my idea")
+        write_run(r, "ablations", "resnet20-wd", 34.0 + seed, 34.5 + seed, seed=seed, profile="quick64",
+                  model="resnet20", baseline="figure6/resnet20", group="my idea")
+    write_run(r, "figure6", "resnet20", 35.0, 36.0, seed=1, profile="quick64").update_meta(status="interrupted")
+    rows = {e["row"]: e for e in ablation_rows(load_results(r), REPO / "experiments")}
+    assert set(rows) == {"resnet20-wd [smoke]", "resnet20-wd [quick64]"}
+    assert rows["resnet20-wd [smoke]"]["test"].verdict == LOWER  # 1 point lower in every seed
+    late = rows["resnet20-wd [quick64]"]
+    assert "baseline still training" in late["status"] and late["test"].verdict.startswith("no verdict")
+    res = load_results(r)
+    claims, notes = check_claims(res)
+    assert notes[0].startswith("schedule smoke: 1 nets finished (resnet20 x3)")
+    assert not any("quick64" in n for n in notes)  # its only quick64 net of the claims is unfinished
+    assert "This folder holds runs of 2 schedules (smoke, quick64)" in provenance_html(res, [], every_run=True)

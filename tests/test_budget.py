@@ -142,3 +142,49 @@ def test_the_estimate_times_the_evaluation_it_will_run():
         runner.evaluate = real
     assert cost.step_s > 0 and cost.eval_image_s > 0
     assert len(seen) >= 3 and set(seen) == {eval_batch_size(torch.device("cpu"))}
+
+
+def test_the_default_trains_the_longest_rung_it_can_judge():
+    """--needs-reference (issue 54): among the rungs that fit, the longest with a complete
+    reference; the longer one that fits without one is named; none judged: every rung."""
+    from resnet_exp.runs.planning.budget import describe
+
+    minutes = (10, 20, 40, 80, 160, 320, 640, 1280)
+    with_reference = {"quick128", "quick64", "quick"}  # 1/16 fits 90 min but has none
+    c = choose_rung(estimates(*minutes), 90 * MIN, judged=lambda r: r.profile in with_reference)
+    assert c.rung.profile == "quick" and c.fits and c.unjudged.profile == "quick16" and c.unjudged_estimate_s == 80 * MIN
+    lines = describe(c, 90 * MIN)
+    assert any("rung quick16 (1/16 of the paper's schedule) also fits" in line and "./run_all.sh --budget 1h30m" in line
+               for line in lines), lines
+    # an explicit budget (no judged): the longest that fits, nothing named
+    plain = choose_rung(estimates(*minutes), 90 * MIN)
+    assert plain.rung.profile == "quick16" and plain.unjudged is None
+    # no rung with a reference fits: the longest that fits all the same
+    none = choose_rung(estimates(*minutes), 90 * MIN, judged=lambda r: False)
+    assert none.rung.profile == "quick16" and none.unjudged is None
+    # bf16 and fp32 each look at their own references: the predicate is the caller's, per precision
+    bf16 = {"quick128", "quick64", "quick", "quick16"}
+    assert choose_rung(estimates(*minutes), 90 * MIN, judged=lambda r: r.profile in bf16).rung.profile == "quick16"
+
+
+def test_a_rung_is_judged_only_with_three_seeds_of_each_net_in_its_own_precision(tmp_path, monkeypatch):
+    from resnet_exp.reporting import reference as reference_module
+
+    from .fake_runs import DATASETS, write_run
+
+    ref = tmp_path / "ref"
+    for seed in (1, 2, 3):
+        write_run(ref, "seeds", "plain20", 40.0, 41.0, seed=seed, profile="quick64")
+        write_run(ref, "seeds", "resnet20", 30.0, 31.0, seed=seed, profile="quick64")
+    write_run(ref, "seeds", "plain56", 70.0, 71.0, seed=1, profile="quick64")
+    monkeypatch.setattr(reference_module, "reference_dir",
+                        lambda profile, precision="fp32": ref if (profile, precision) == ("quick64", "fp32") else None)
+    sha = DATASETS["mirror"]["sha256"]
+    reference_module.coverage.cache_clear()
+    ok, text = reference_module.coverage("quick64", "fp32", ("plain20", "resnet20"), sha)
+    assert ok and text.startswith("compared with") and "plain20, resnet20, 3 seeds each" in text
+    ok, text = reference_module.coverage("quick64", "fp32", ("plain20", "plain56"), sha)
+    assert not ok and "plain56 (1 seed)" in text
+    assert not reference_module.coverage("quick64", "bf16", ("plain20",), sha)[0]  # fp32 runs are not bf16's
+    assert not reference_module.coverage("quick64", "fp32", ("plain20",), "another-sha")[0]  # the real CIFAR-10
+    reference_module.coverage.cache_clear()

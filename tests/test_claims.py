@@ -101,7 +101,7 @@ def test_claims_use_one_profile_and_leave_ablation_rows_aside(tmp_path):
     write_run(r, "ablations", "plain56-lr", 1, 2, model="plain56", lr=0.05)   # an ablation row: aside
     claims, notes = claims_for(r)
     assert claims[0].verdict == HOLDS and "plain56 20.00 > plain20 10.00" in claims[0].evidence
-    assert any("smoke profile left aside" in n for n in notes)
+    assert any("of the schedule smoke left aside" in n for n in notes)
 
 
 def test_the_claims_command_prints_a_table_and_json(tmp_path, capsys):

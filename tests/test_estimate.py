@@ -137,3 +137,35 @@ def test_timing_the_models_says_which_it_times_and_how_many_are_left(tmp_path):
     assert said == [(1, 3, "resnet8"), (2, 3, "plain8"), (3, 3, "resnet20")]
     plan_invocation(selection, tmp_path / "r", DATASET, estimator)
     assert len(said) == 3
+
+
+def test_a_timing_is_kept_a_day_and_a_busy_one_is_taken_again_once_quiet(tmp_path):
+    """Issue 55: the second plan does not time the models again (an injected clock and load)."""
+    import torch
+
+    from resnet_exp.runs.planning.estimate import StepCost
+    from resnet_exp.runs.training.timing import KEEP_S, kept_step_cost
+
+    calls = []
+
+    def measure(model, batch, device, precision):
+        calls.append((model, precision))
+        return StepCost(len(calls) / 10, 0.001)
+
+    now, busy = [1000.0], [False]
+    kw = dict(measure=measure, clock=lambda: now[0], busy=lambda: busy[0], folder=tmp_path)
+    cpu = torch.device("cpu")
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.1
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.1 and len(calls) == 1  # kept
+    assert kept_step_cost("resnet20", 128, cpu, "bf16", **kw).step_s == 0.2  # another precision: its own
+    now[0] += KEEP_S + 1  # a day later: taken again
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.3
+    busy[0] = True  # taken beside a job: marked, used while the CPU stays busy ...
+    now[0] += KEEP_S + 1
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.4
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.4
+    busy[0] = False  # ... and taken again once it is quiet
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.5
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.5 and len(calls) == 5
+    (tmp_path / "step-timings.json").write_text("not json")  # damaged: measured again, never an error
+    assert kept_step_cost("resnet20", 128, cpu, **kw).step_s == 0.6

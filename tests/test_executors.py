@@ -302,7 +302,7 @@ def test_only_says_what_it_matched_and_records_the_rest_as_left_out(kw, tmp_path
     left out on purpose, so the reports count them on one line instead of listing them missing."""
     import json
 
-    from resnet_exp.reporting.results import load_results, missing_and_unfinished, missing_html
+    from resnet_exp.reporting.results import load_results, missing_html, missing_runs
 
     exp = write_experiment(tmp_path / "smoke.yaml", SMOKE)
     assert run_experiments([str(exp)], results=str(tmp_path / "r"), only=["plain8"], **kw) == 0
@@ -311,7 +311,7 @@ def test_only_says_what_it_matched_and_records_the_rest_as_left_out(kw, tmp_path
     assert record == {"runs": ["smoke/resnet8 (seed 1)", "smoke/resnet8-B (seed 1)"],
                       "hint": "the same command without --only"}
     res = load_results(tmp_path / "r")
-    missing, _ = missing_and_unfinished(res, exp)
+    missing = missing_runs(res, exp)
     assert sorted(missing) == record["runs"]
     assert missing_html(res, missing).startswith("none <i>(2 more left out on purpose")
     # a selected ablation adds its baseline's run, which trains now: not left out

@@ -169,3 +169,82 @@ def test_the_suite_s_own_runs_keep_their_identities():
     specs = {s.name: s for s in load_experiment(REPO / "experiments" / "figure6.yaml", "quick128")}
     folders = {p.name for p in (REPO / "reports" / "reference" / "quick128" / "results" / "figure6").iterdir()}
     assert {specs[n].run_dir_name(sha) for n in ("plain20", "plain56", "resnet20", "resnet56")} == folders
+
+
+LS_ROW = "rows:\n  - {model: lsnet8, iterations: 4, milestones: [2], eval_every: 2, batch_size: 10, baseline: figure6/resnet20}\n"
+
+
+@pytest.mark.parametrize("executor", ["local", "pool"])
+def test_a_whole_network_without_the_optional_methods_trains_and_finishes(kw, tmp_path, executor, capsys):
+    """Issue 55: a network of the user's own (its own block class, per-channel branch scales,
+    param_groups(), no response_modules()) finishes; Figure 7 is left out with its reason,
+    recorded and shown, never a failure; the index and the ablations page show the run."""
+    from resnet_exp.reporting.results import load_results
+
+    from .plugin_files import LSNET
+
+    exp = write_plugin_experiment(tmp_path / "mine", LS_ROW, plugin=LSNET)
+    choice = ExecutorChoice(kind=executor, workers=1, threads=1)
+    assert run_experiments([str(exp)], results=str(tmp_path / "r"), executor=choice, **kw) == 0
+    printed = capsys.readouterr().out
+    assert "family 'lsnet': Figure 7's responses: no response_modules() (optional); its runs train without it" \
+        in printed  # said once, before the data loads
+    [run] = [r for r in runs(tmp_path / "r") if r.experiment == "mine"]
+    meta = run.read_meta()
+    assert meta["status"] == RunStatus.FINISHED and run.check().ok and run.signals_path.exists()
+    assert "responses" in meta["analyses_skipped"] and "response_modules()" in meta["analyses_skipped"]["responses"]
+    assert not run.responses_path.exists()
+    res = load_results(tmp_path / "r")
+    row = res.runs[res.runs["experiment"] == "mine"].iloc[0]
+    assert row["status"] == "finished" and "responses" in row["analyses_skipped"]
+    from resnet_exp.reporting.ablations import ablation_rows  # its row on the ablations page, against its baseline
+
+    entry = {e["row"]: e for e in ablation_rows(res, REPO / "experiments")}["mine/lsnet8"]
+    assert entry["baseline"] == "figure6/resnet20" and entry["status"] == "finished"
+    # the index counts it, and lists as missing none of the figure6 runs nobody selected here
+    from resnet_exp.reporting.build import write_index
+
+    page = write_index(tmp_path / "out", tmp_path / "r", REPO / "experiments", {}).read_text()
+    assert "your own experiment files: mine" in page and "Missing runs</th><td style='text-align:left'>none" in page
+    assert json.loads((tmp_path / "r" / ".selected.json").read_text())["runs"] == [
+        "figure6/resnet20 (seed 1)", "mine/lsnet8 (seed 1)"]
+
+
+def test_a_run_failed_by_an_analysis_after_its_last_step_is_finished_without_training_again(kw, tmp_path):
+    """What an older version left: a run marked failed after its last step, its checkpoint at
+    the last iteration. The next invocation finishes it from there; no step is trained again."""
+    from resnet_exp.runs.training import train as train_module
+
+    from .plugin_files import LSNET
+
+    exp = write_plugin_experiment(tmp_path / "mine", LS_ROW.replace(", baseline: figure6/resnet20", ""), plugin=LSNET)
+
+    class Fails(train_module.Callback):
+        def on_end(self, ctx, status):
+            raise SystemExit("an analysis that ends the process after the last step, as before")
+
+    original = train_module.default_callbacks
+    train_module.default_callbacks = lambda: [*original(), Fails()]
+    try:
+        with pytest.raises(SystemExit):
+            run_experiments([str(exp)], results=str(tmp_path / "r"), **kw)
+    finally:
+        train_module.default_callbacks = original
+    [run] = runs(tmp_path / "r")
+    run.update_meta(status=RunStatus.FAILED.value)  # what the worker wrote then
+    assert run.has_checkpoint() and run.read_meta()["iteration"] == 4
+    log = run.log_path.read_bytes()
+    assert run_experiments([str(exp)], results=str(tmp_path / "r"), **kw) == 0
+    meta = run.read_meta()
+    assert meta["status"] == RunStatus.FINISHED and run.check().ok and run.log_path.read_bytes() == log
+    assert [a["from_iteration"] for a in meta["attempts"]] == [0, 4]
+
+
+def test_a_network_whose_backward_reaches_no_weight_is_refused_before_any_data_loads(kw, tmp_path):
+    from .plugin_files import DETACHED
+
+    exp = write_plugin_experiment(tmp_path / "mine", "rows:\n  - {model: detached20}\n", plugin=DETACHED)
+    with pytest.raises(PluginError) as e:
+        run_experiments([str(exp)], results=str(tmp_path / "r"), **{**kw, "data": str(tmp_path / "no-data.tar.gz")})
+    assert "family 'detached'" in str(e.value) and "reaches none of its weights" in str(e.value)
+    assert not (tmp_path / "r").exists()

@@ -23,7 +23,7 @@ from resnet_exp.runs.rundir import TIMING_COLUMNS, RunDir, RunStatus
 from resnet_exp.runs.executing.runner import ExecutorChoice, run_experiments
 
 from .conftest import write_experiment
-from .plugin_files import write_plugin_experiment
+from .plugin_files import LSNET, ROWS, SCALED, write_plugin_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_PORT = 6390
@@ -218,9 +218,11 @@ def test_two_node_cluster_runs_land_on_both_nodes(tiny_tar, tmp_path, two_node_c
 def test_a_node_that_cannot_see_the_results_trains_and_sends_them_back(kw, tiny_tar, tmp_path,
                                                                         cluster_without_shared_storage):
     """Every run is a plug-in's model (tests/plugin_files.py), so the node that sees nothing
-    imports the plug-in from the text that came with its job, its hash checked there."""
+    imports the plug-in from the text that came with its job, its hash checked there. One is a
+    whole network without response_modules() (issue 55): it finishes there too, Figure 7 left out."""
     cluster = cluster_without_shared_storage
-    exp = write_plugin_experiment(tmp_path / "mine", name="smoke")
+    exp = write_plugin_experiment(tmp_path / "mine", ROWS + "  - {model: lsnet8, iterations: 20, milestones: [10], "
+                                  "eval_every: 10}\n", plugin=SCALED + LSNET, name="smoke")
     proc = subprocess.run(cluster.driver(exp, tiny_tar, tmp_path / "r"), cwd=tmp_path, env=cluster.env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -228,9 +230,12 @@ def test_a_node_that_cannot_see_the_results_trains_and_sends_them_back(kw, tiny_
     assert f"cannot see the results folder {tmp_path / 'r'}" in proc.stdout
     runs = list(RunDir.all_in(tmp_path / "r"))
     metas = [run.read_meta() for run in runs]
-    assert len(metas) == 4 and all(m["status"] == RunStatus.FINISHED for m in metas)
+    assert len(metas) == 5 and all(m["status"] == RunStatus.FINISHED for m in metas)
     assert len({m["worker"]["node"] for m in metas}) == 2  # the node that sees nothing trained too
     assert all(run.check().ok and run.plugin_path("scaled.py").exists() for run in runs)
+    assert [m["analyses_skipped"] for m in metas if m["config"]["model"] == "lsnet8"] == [
+        {"responses": "Figure 7's responses: LSNet offers no response_modules() (optional; docs/plugins.md says what "
+                      "it returns)"}]
     assert all(m["config"]["plugins"][0]["file"] == "scaled.py" for m in metas)
     assert run_experiments([str(exp)], results=str(tmp_path / "seq"), executor=ExecutorChoice(threads=1), **kw) == 0
     assert logs(tmp_path / "r") == logs(tmp_path / "seq")

@@ -60,3 +60,26 @@ def test_where_every_branch_starts_at_zero_the_ratio_is_0_over_0_not_infinite():
     assert math.isnan(ratio.iloc[0]["ratio"]) and ratio.iloc[1]["ratio"] == 5.0
     assert remedies.bounded([ratio.iloc[1]["ratio"]]) is True and remedies.bounded([11.0]) is False
     assert remedies._ratio(float("nan")) == "0/0 (branches at zero)"
+
+
+def test_the_page_states_its_test_what_three_seeds_can_decide_and_which_rows_need_more(tmp_path):
+    """Issue 54: the smallest decidable difference, t(0.975, n-1) sqrt(2) s / sqrt(n) at the
+    baseline's spread; how many remedies decide; a row further from its baseline than the
+    baseline's seed spread yet within noise is named for seeds 4 and 5."""
+    from scipy import stats
+
+    results = tmp_path / "results"
+    for seed, (resnet, rezero, worse) in enumerate([(60, 35, 95), (70, 45, 96), (80, 30, 97)], start=1):
+        write_run(results, "figure6", "resnet56", resnet, resnet + 1, seed=seed)
+        write_run(results, "remedies", "rezero56", rezero, rezero + 1, seed=seed, group="rezero",
+                  baseline="figure6/resnet56")
+        write_run(results, "remedies", "fixup56", worse, worse + 1, seed=seed, group="fixup",
+                  baseline="figure6/resnet56")
+    res = load_results(results)
+    lines = remedies.decidable(res, remedies.remedy_rows(res, tmp_path / "exps"))
+    smallest = stats.t.ppf(0.975, 2) * math.sqrt(2) * 10.0 / math.sqrt(3)  # sd of 60, 70, 80 is 10
+    assert lines[0].startswith("The test: each remedy's final training error minus its baseline's, seed by seed")
+    assert f"the smallest difference 3 seeds can decide is about **{smallest:.1f} points**" in lines[1]
+    assert "**1 of 2 remedies decide**" in lines[2] and "fixup56: higher error" in lines[2]
+    # rezero: -33.3 points, beyond the baseline's 20-point spread, yet within noise (its differences vary)
+    assert "rezero56 (-33.3 points, its baseline's seeds spread 20.0)" in lines[3] and "seeds: [1, 2, 3, 4, 5]" in lines[3]

@@ -120,3 +120,31 @@ def test_every_report_renders_in_every_state(built_reports, tmp_path, state):
     if "several-seeds" in STATES[state]:
         t6 = (tmp_path / "out" / "table6" / "table6.csv").read_text()
         assert "(5 runs)" in t6
+
+
+def test_the_index_counts_every_run_folder_and_says_why_each_unfinished_one_stopped(tmp_path):
+    """Issue 55: a failed, a diverged and an interrupted run, and a run of the user's own
+    experiment file, each appear on the index, with their reason and how far they got."""
+    from resnet_exp.reporting.build import write_index
+    from resnet_exp.runs.rundir import RunStatus
+
+    from .conftest import REPO
+    from .fake_runs import write_run
+
+    results = tmp_path / "results"
+    write_run(results, "figure6", "resnet20", 30.0, 31.0)
+    write_run(results, "figure6", "plain56", 60.0, 61.0).update_meta(status=RunStatus.DIVERGED.value)
+    write_run(results, "figure6", "plain20", 40.0, 41.0).update_meta(status=RunStatus.INTERRUPTED.value)
+    write_run(results, "figure6", "resnet56", 40.0, 41.0).update_meta(
+        status=RunStatus.FAILED.value, error="RuntimeError: out of memory")
+    own = write_run(results, "mine", "lsnet8", 35.0, 36.0, model="lsnet8")
+    meta = own.read_meta()
+    meta["config"].update(family="lsnet", depth=8)
+    meta["analyses_skipped"] = {"responses": "Figure 7's responses: LSNet offers no response_modules()"}
+    own.write_meta(meta)
+    page = write_index(tmp_path / "out", results, REPO / "experiments", {}).read_text()
+    assert "5 (2 finished); your own experiment files: mine" in page
+    assert "figure6/resnet56 (seed 1): failed, 4/4 iterations: RuntimeError: out of memory" in page
+    assert "figure6/plain56 (seed 1): diverged, 4/4 iterations" in page
+    assert "figure6/plain20 (seed 1): interrupted, 4/4 iterations" in page
+    assert "Analyses left out" in page and "LSNet offers no response_modules()" in page

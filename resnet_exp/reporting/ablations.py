@@ -112,21 +112,43 @@ def _add_seeds_hint(name: str, experiments_dir: str | Path, experiment: str = "a
             f"a row of one seed needs 'seeds: [1, 2, 3]' in {f} first")
 
 
+def own_experiments(res: Results, experiments_dir: str | Path = "experiments") -> list[str]:
+    """The results folder's experiments that are a user's own files (none of the suite's
+    ``experiments/``) and name a baseline: their rows are ablations of the paper's nets."""
+    if not len(res.runs):
+        return []
+    with_baseline = res.runs[res.runs["baseline"].notna()]
+    return [e for e in dict.fromkeys(with_baseline["experiment"]) if not (Path(experiments_dir) / f"{e}.yaml").exists()]
+
+
 def ablation_rows(res: Results, experiments_dir: str | Path = "experiments",
-                  experiment: str = "ablations") -> list[dict[str, Any]]:
+                  experiment: str | None = None) -> list[dict[str, Any]]:
     """One entry per ablation run name (each value of a swept row is one), with its
-    baseline, both metrics' differences and verdicts."""
+    baseline, both metrics' differences and verdicts. ``experiment``: one experiment's rows;
+    by default ``ablations`` and every one of the user's own files (``own_experiments``),
+    whose rows are named ``<experiment>/<name>``."""
+    if experiment is None:
+        return ablation_rows(res, experiments_dir, "ablations") + [
+            {**entry, "row": f"{exp}/{entry['row']}"} for exp in own_experiments(res, experiments_dir)
+            for entry in ablation_rows(res, experiments_dir, exp)]
     runs = res.runs[res.runs["experiment"] == experiment] if len(res.runs) else res.runs
+    several = len(set(res.runs["schedule"])) > 1 if len(res.runs) else False
     out = []
-    for name, group in (runs.groupby("name", sort=False) if len(runs) else []):
+    # one entry per row and schedule: a row is judged against its baseline's runs of its own schedule
+    for (name, schedule), group in (runs.groupby(["name", "schedule"], sort=False) if len(runs) else []):
         first = group.iloc[0]
         base_exp, _, base_name = (first["baseline"] or "/").partition("/")
-        base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)]
+        base_runs = res.runs[(res.runs["experiment"] == base_exp) & (res.runs["name"] == base_name)
+                             & (res.runs["schedule"] == schedule)]
         hint = _add_seeds_hint(first["sweep_row"] if pd.notna(first.get("sweep_row")) else name, experiments_dir,
                                experiment)
-        entry = {"group": first["group"] or "-", "row": name, "baseline": first["baseline"] or "-",
+        entry = {"group": first["group"] or "-", "row": f"{name} [{schedule}]" if several else name, "name": name,
+                 "baseline": first["baseline"] or "-", "schedule": schedule,
                  "sweep_row": first.get("sweep_row"), "sweep_values": first.get("sweep_values"),
                  "status": ", ".join(sorted(set(group["status"]))), "note": first["note"] or ""}
+        waiting = len(base_runs) and not (base_runs["status"] == RunStatus.FINISHED.value).any()
+        if first["baseline"] and waiting:  # judged against nothing else meanwhile
+            entry["status"] += "; baseline still training"
         for metric, column in (("test", "final_test_error"), ("train", "final_train_error")):
             if not first["baseline"]:
                 entry[metric] = None

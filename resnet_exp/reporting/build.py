@@ -189,7 +189,7 @@ td,th{{vertical-align:top;padding:2px 4px}} code{{font-size:90%}}</style></head>
 <code>resnet_exp/reporting/claims.py</code> (also <code>python -m resnet_exp claims --results {e(str(shown))}</code>).</p>
 {claims_html(claims, notes)}
 <h2>What these runs are</h2>
-{provenance_html(res, exp_files, part="facts")}
+{provenance_html(res, exp_files, part="facts", every_run=True)}
 <h2>Your runs beside the reference of the same schedule</h2>
 <p>From <code>resnet_exp/reporting/reference.py</code> (also <code>python -m resnet_exp compare --results
 {e(str(shown))}</code>): each finished run against the committed reference's seeds of the same row.</p>

@@ -111,8 +111,9 @@ def _noise_note(nets: list[Net]) -> str:
 
 # --------------------------------------------------------------------------- the runs
 def finished_nets(res: Results) -> tuple[dict[str, Net], str | None, list[str]]:
-    """Plain nets and option-A ResNets under their own names, finished, from the profile with
-    the most of them: (name -> Net, that profile, notes on what was left aside)."""
+    """Plain nets and option-A ResNets under their own names, finished, from the schedule
+    (profile and precision, ``results.schedule_of``) with the most of them: (name -> Net, that
+    schedule, notes on what was left aside). Seeds of two schedules are never one net's."""
     runs = res.runs
     if not len(runs):
         return {}, None, []
@@ -121,17 +122,17 @@ def finished_nets(res: Results) -> tuple[dict[str, Net], str | None, list[str]]:
     runs = unique_runs(runs[keep])
     if not len(runs):
         return {}, None, []
-    profiles = runs["profile"].value_counts()
-    profile = str(profiles.index[0])
-    notes = [f"{n} finished run(s) of the {p} profile left aside (claims compare like with like: {profile})"
-             for p, n in profiles.items() if p != profile]
+    schedules = runs["schedule"].value_counts()
+    schedule = str(schedules.index[0])
+    notes = [f"{n} finished run(s) of the schedule {p} left aside (claims compare like with like: {schedule})"
+             for p, n in schedules.items() if p != schedule]
     nets = {}
-    for name, g in runs[runs["profile"] == profile].groupby("name", sort=False):
+    for name, g in runs[runs["schedule"] == schedule].groupby("name", sort=False):
         n = len(g)
         nets[name] = Net(name, g["final_train_error"].mean(), g["final_test_error"].mean(),
                          g["final_train_error"].std() if n > 1 else None,
                          g["final_test_error"].std() if n > 1 else None, n)
-    return nets, profile, notes
+    return nets, schedule, notes
 
 
 # --------------------------------------------------------------------------- the claims
@@ -293,10 +294,12 @@ def c8_signals(nets: dict[str, Net], res: Results) -> Claim:
 
 def check_claims(res: Results) -> tuple[list[Claim], list[str]]:
     """Every claim's verdict on these results, and notes on which runs were used."""
-    nets, profile, notes = finished_nets(res)
+    nets, schedule, notes = finished_nets(res)
+    res = res.on_schedule(schedule)  # every claim reads the runs of that one schedule
+    profile = str(res.runs["profile"].iloc[0]) if schedule and len(res.runs) else None
     claims = [f(nets, res) for f in CLAIMS] + [c7_table6(nets, res, profile), c8_signals(nets, res)]
-    if profile:
-        notes = [f"profile {profile}: {len(nets)} nets finished "
+    if schedule:
+        notes = [f"schedule {schedule}: {len(nets)} nets finished "
                  f"({', '.join(f'{n.name} x{n.seeds}' for n in nets.values())})", *notes]
     return claims, notes
 

@@ -44,6 +44,7 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
     Returns the names that have no run (drawn nowhere; the caller lists them)."""
     styles = styles or {"train": dict(linestyle="--", linewidth=1.0), "test": dict(linestyle="-", linewidth=2.2)}
     missing = []
+    several = res.runs["schedule"].nunique() > 1 if len(res.runs) else False
     for i, name in enumerate(names):
         runs = res.runs[res.runs["name"] == name]
         if not len(runs):
@@ -51,19 +52,26 @@ def draw_runs(ax: plt.Axes, res: Results, names: list[str], curves: tuple[str, .
             continue
         first = runs.iloc[0]
         color = (colors or {}).get(name) or color_for(first["depth"], i)
+        # each schedule its own lines (seeds of two schedules are never one mean); the second and
+        # later ones fainter, each labelled with its schedule
+        for k, (schedule, sruns) in enumerate(runs.groupby("schedule", sort=False)):
+            logs = res.logs[res.logs["run"].isin(sruns["run"])]
+            if not len(logs):
+                continue
+            n = sruns["run"].nunique()
+            tag = f" [{schedule}]" if several else ""
+            for curve in curves:
+                by_it = logs.groupby("iteration")[f"{curve}_error"]
+                x = by_it.mean().index / 1e4
+                label = None
+                if curve == curves[-1]:
+                    label = label_for(first) + tag if n == 1 else \
+                        f"{label_for(first)}{tag} (mean of {n} seeds, band: min-max)"
+                style = {**styles[curve], "alpha": styles[curve].get("alpha", 1.0) * (0.45 if k else 1.0)}
+                ax.plot(x, by_it.mean().values, color=color, label=label, **style)
+                if n > 1:
+                    ax.fill_between(x, by_it.min().values, by_it.max().values, color=color, alpha=0.15, linewidth=0)
         logs = res.logs[res.logs["run"].isin(runs["run"])]
-        if not len(logs):
-            continue
-        n = runs["run"].nunique()
-        for curve in curves:
-            by_it = logs.groupby("iteration")[f"{curve}_error"]
-            x = by_it.mean().index / 1e4
-            label = None
-            if curve == curves[-1]:
-                label = label_for(first) if n == 1 else f"{label_for(first)} (mean of {n} seeds, band: min-max)"
-            ax.plot(x, by_it.mean().values, color=color, label=label, **styles[curve])
-            if n > 1:
-                ax.fill_between(x, by_it.min().values, by_it.max().values, color=color, alpha=0.15, linewidth=0)
         if reference and name in reference:
             ref = reference[name]
             for curve in curves:

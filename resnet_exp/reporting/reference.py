@@ -32,7 +32,7 @@ from scipy import stats
 
 from ..runs.planning.ladder import REPO, load_ladder, rung_of
 from ..runs.rundir import RunStatus
-from .results import Results, load_results, unique_runs
+from .results import Results, load_results, schedule_of, unique_runs
 
 WITHIN, OUTSIDE, NO_SPREAD = "within the reference's seed spread", "outside the reference's seed spread", \
     "no spread to compare with (one reference seed)"
@@ -56,6 +56,32 @@ def reference_dir(profile: str | None, precision: str | None = "fp32") -> Path |
         return None
     path = REPO / rung.reference_for(precision)
     return path if path.is_dir() else None
+
+
+REFERENCE_SEEDS = 3  # seeds a net needs in a reference for the default to call its rung judged
+
+
+@functools.lru_cache(maxsize=64)
+def coverage(profile: str, precision: str, nets: tuple[str, ...], dataset_sha256: str) -> tuple[bool, str]:
+    """Does the committed reference of this rung, in this precision, hold every one of ``nets``
+    (row names: plain20, resnet56, ...) with ``REFERENCE_SEEDS`` finished seeds on this data?
+    (covered, the plan's REFERENCE line in words). Handed by the command line to the budget
+    (``run --needs-reference``): the default trains a rung it can judge its runs against."""
+    where = reference_dir(profile, precision)
+    if where is None:
+        return False, f"none: rung {profile} has no committed {precision} reference"
+    ref = load_results(where, dataset_sha256=dataset_sha256)
+    runs = ref.runs
+    if len(runs):
+        runs = unique_runs(runs[(runs["status"] == RunStatus.FINISHED.value)
+                                & (runs["schedule"] == schedule_of(profile, precision))
+                                & (runs["dataset_sha256"] == dataset_sha256)])
+    seeds = {n: int(runs[runs["name"] == n]["seed"].nunique()) if len(runs) else 0 for n in nets}
+    short = [f"{n} ({k} seed{'s' if k != 1 else ''})" for n, k in seeds.items() if k < REFERENCE_SEEDS]
+    if short:
+        return False, (f"none complete: {shown(where)} holds {', '.join(short)} on this data "
+                       f"(a net needs {REFERENCE_SEEDS} seeds)")
+    return True, f"compared with {shown(where)}: {', '.join(nets)}, {REFERENCE_SEEDS} seeds each or more"
 
 
 def load_reference(res: Results, reference: str | Path | None = None) -> Results | None:
@@ -155,7 +181,11 @@ def compare(res: Results, ref: Results | None) -> list[Comparison]:
         return []
     ref_done = _finished(ref)
     out = []
-    for r in _finished(res).itertuples():
+    # a run copied in from a committed reference (a baseline the plan did not train again) is
+    # that reference's own run: never judged against it
+    mine = _finished(res)
+    from_ref = mine["copied_from"].fillna("").astype(str).str.startswith("reports/reference/")
+    for r in mine[~from_ref].itertuples():
         seeds = _seeds_of(ref_done, r)
         if not len(seeds):
             continue  # said by without_reference

@@ -69,13 +69,13 @@ def remedy_rows(res: Results, experiments_dir: str | Path = "experiments") -> li
     baseline), its gradient ratios, whether they stay bounded, whether it trains, and
     whether the first predicts the second."""
     entries = ablation_rows(res, experiments_dir, experiment=EXPERIMENT)
-    names = [e["row"] for e in entries] + sorted({e["baseline"].partition("/")[2] for e in entries})
+    names = [e["name"] for e in entries] + sorted({e["baseline"].partition("/")[2] for e in entries})
     ratios = grad_ratio_points(res, names)
     runs = res.runs[res.runs["experiment"] == EXPERIMENT]
     out = []
     for e in entries:
-        mine = ratios[ratios["name"] == e["row"]]
-        seeds = runs[runs["name"] == e["row"]]
+        mine = ratios[ratios["name"] == e["name"]]
+        seeds = runs[(runs["name"] == e["name"]) & (runs["schedule"] == e["schedule"])]
         gone = seeds[seeds["status"] == RunStatus.DIVERGED.value]
         diverged = "diverged" in e["status"]
         train = e["train"]
@@ -161,6 +161,51 @@ def verdict_sentences(rows: list[dict[str, Any]]) -> list[str]:
         wrong = [e["row"] for e in judged if not e["predicted"]]
         out.append(f"Bounded signals predicted which nets train for **{right} of {len(judged)}** remedies"
                    + (f"; not for {', '.join(wrong)}." if wrong else "."))
+    return out
+
+
+def decidable(res: Results, rows: list[dict[str, Any]]) -> list[str]:
+    """What the page's test can decide with these seeds, in words: the test (a paired t-test
+    over seeds on the final training error, ``ablations.compare``), the smallest difference it
+    can call at each baseline's seed spread, how many remedies it decided, and the rows whose
+    difference is larger than their baseline's spread yet within noise (the case for seeds 4
+    and 5). The smallest decidable difference is the interval's half-width when a remedy's
+    seeds vary as much as its baseline's and independently of them:
+    t(0.975, n-1) * sqrt(2) * s / sqrt(n), s the baseline's standard deviation over its n seeds."""
+    from scipy import stats
+
+    out = ["The test: each remedy's final training error minus its baseline's, seed by seed (paired over the "
+           "seeds both have; Welch where they differ), with a 95 % t interval (scipy.stats); **lower** or "
+           "**higher error** when the interval excludes zero, **within noise** when it holds it."]
+    def finished_baseline(baseline: str, schedule: str) -> pd.DataFrame:
+        exp, _, name = baseline.partition("/")
+        return res.runs[(res.runs["experiment"] == exp) & (res.runs["name"] == name)
+                        & (res.runs["schedule"] == schedule) & (res.runs["status"] == RunStatus.FINISHED.value)]
+
+    for baseline, schedule in dict.fromkeys((e["baseline"], e["schedule"]) for e in rows if e["baseline"] != "-"):
+        runs = finished_baseline(baseline, schedule)
+        n, sd = runs["seed"].nunique(), runs["final_train_error"].std()
+        if n >= 2 and pd.notna(sd):
+            smallest = stats.t.ppf(0.975, n - 1) * 2 ** 0.5 * sd / n ** 0.5
+            out.append(f"Against {baseline} ({schedule}; its {n} seeds' training errors spread with a standard "
+                       f"deviation of {sd:.2f} points), the smallest difference {n} seeds can decide is about "
+                       f"**{smallest:.1f} points**.")
+    judged = [e for e in rows if e["train"] is not None and e["train"].diff is not None]
+    decided = [e for e in judged if e["train"].verdict in (LOWER, HIGHER)]
+    if judged:
+        out.append(f"**{len(decided)} of {len(judged)} remedies decide** on the training error"
+                   + (" (" + ", ".join(f"{e['row']}: {e['train'].verdict}" for e in decided) + ")." if decided else "."))
+    close = []
+    for e in judged:
+        base = finished_baseline(e["baseline"], e["schedule"])
+        spread = base["final_train_error"].max() - base["final_train_error"].min() if len(base) > 1 else None
+        if e["train"].verdict == NOISE and spread is not None and abs(e["train"].diff) > spread:
+            close.append(f"{e['row']} ({e['train'].diff:+.1f} points, its baseline's seeds spread {spread:.1f})")
+    if close:
+        out.append("Differing from their baseline by more than its seeds' spread, yet within noise: "
+                   + "; ".join(close) + ". Two more seeds a side would decide them: set `seeds: [1, 2, 3, 4, 5]` "
+                   "on the row in experiments/remedies.yaml and run it with `--only <row>` (its baseline's seeds 4 "
+                   "and 5 train with it).")
     return out
 
 

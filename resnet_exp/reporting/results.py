@@ -18,7 +18,7 @@ import pandas as pd
 from ..models import parse_model_name
 from ..runs.planning.experiments import ExperimentError, load_experiment, load_profiles
 from ..runs.planning.ladder import rung_of
-from ..runs.rundir import PROGRESS_FILE, RETRAIN_HINT, RunDir, RunStatus
+from ..runs.rundir import PROGRESS_FILE, RETRAIN_HINT, RunDir, RunStatus, run_label
 from .paper import (PLAIN_NOTE, PREACT_TEST_ERROR, PROFILE_WARNINGS, REIMPLEMENTATION_TEST_ERROR,
                     TABLE6_MEAN_STD, TABLE6_NOTES, TABLE6_TEST_ERROR)
 
@@ -46,6 +46,14 @@ class Results:
     results_dir: Path = Path("results")
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (folder, what is wrong): never drawn
 
+    def on_schedule(self, schedule: str | None) -> "Results":
+        """Only the runs of one schedule (``schedule_of``): what one comparison may pool."""
+        if schedule is None or not len(self.runs):
+            return self
+        runs = self.runs[self.runs["schedule"] == schedule]
+        logs = self.logs[self.logs["run"].isin(runs["run"])] if len(self.logs) else self.logs
+        return Results(runs, logs, self.dataset, self.excluded, self.results_dir, self.damaged)
+
     def experiment(self, name: str) -> "Results":
         keep = self.runs["experiment"] == name if len(self.runs) else []
         runs = self.runs[keep] if len(self.runs) else self.runs
@@ -54,10 +62,18 @@ class Results:
         return Results(runs, logs, self.dataset, self.excluded, self.results_dir, damaged)
 
 
+def schedule_of(profile: object, precision: object) -> str:
+    """A run's schedule in one word: its profile, and its precision where that is not fp32
+    ("quick64", "quick64 bf16"). Seeds of two schedules are never pooled, and a row is judged
+    only against its baseline's runs of its own schedule."""
+    return f"{profile}" + (f" {precision}" if precision and precision != "fp32" else "")
+
+
 RUN_COLUMNS = ["run", "experiment", "name", "model", "family", "depth", "shortcut", "seed", "group", "note",
                "baseline", "status", "iteration", "iterations", "params", "profile", "precision",
                "device", "torch", "git_commit", "started", "finished", "wall_time_s", "final_train_error", "final_test_error",
-               "images_per_s", "dataset_sha256", "subset_per_class", "sweep_row", "sweep_values"]
+               "images_per_s", "dataset_sha256", "subset_per_class", "sweep_row", "sweep_values", "analyses_skipped",
+               "error", "schedule", "copied_from"]
 
 
 def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> Results:
@@ -99,6 +115,11 @@ def load_results(results_dir: str | Path, dataset_sha256: str | None = None) -> 
             "dataset_sha256": (meta.get("dataset") or {}).get("sha256"),
             "subset_per_class": recipe.get("train_per_class"),
             "sweep_row": (cfg.get("sweep") or {}).get("row"), "sweep_values": (cfg.get("sweep") or {}).get("values"),
+            # what training/callbacks.call_hook left out of this run, and why ("" when nothing)
+            "analyses_skipped": "; ".join(f"{k}: {v}" for k, v in (meta.get("analyses_skipped") or {}).items()),
+            "error": meta.get("error") if meta.get("status") == RunStatus.FAILED.value else None,
+            "schedule": schedule_of(cfg.get("profile"), recipe.get("precision", "fp32")),
+            "copied_from": meta.get("copied_from"),  # a run of this folder, or a committed reference's path
             "_dataset": meta.get("dataset"),
         })
         if len(log):
@@ -134,19 +155,17 @@ def expected_rows(experiment_file: str | Path, profile: str) -> list[tuple[str, 
         return []
 
 
-def missing_and_unfinished(res: Results, experiment_file: str | Path) -> tuple[list[str], list[str]]:
+def missing_runs(res: Results, experiment_file: str | Path) -> list[str]:
+    """The runs an experiment file asks for that the results folder lacks."""
     name = Path(experiment_file).stem
     runs = res.runs[res.runs["experiment"] == name]
     profile = runs["profile"].mode().iloc[0] if len(runs) else "quick"
     have = {(r.name, r.seed) for r in runs.itertuples()}
-    missing = [f"{name}/{n} (seed {s})" for n, s in expected_rows(experiment_file, profile) if (n, s) not in have]
-    unfinished = [f"{r.experiment}/{r.name} (seed {r.seed}): {r.status}, {r.iteration}/{r.iterations} iterations"
-                  for r in runs.itertuples() if r.status != RunStatus.FINISHED.value]
-    return missing, unfinished
+    return [run_label(name, n, s) for n, s in expected_rows(experiment_file, profile) if (n, s) not in have]
 
 
 # --------------------------------------------------------------------------- tables
-FINAL_COLUMNS = ["name", "model", "family", "depth", "shortcut", "params", "profile", "seeds", "finished",
+FINAL_COLUMNS = ["name", "model", "family", "depth", "shortcut", "params", "profile", "schedule", "seeds", "finished",
                  "test_mean", "test_std", "test_best", "train_mean", "train_std", "status"]
 
 
@@ -165,14 +184,15 @@ def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
     if not len(runs):
         return pd.DataFrame(columns=FINAL_COLUMNS)
     out = []
-    for name, g in unique_runs(runs).groupby("name", sort=False):
+    # a line per row and schedule: seeds of two schedules are never one mean
+    for (name, schedule), g in unique_runs(runs).groupby(["name", "schedule"], sort=False):
         done = g[g["status"] == RunStatus.FINISHED.value]
         use = done if len(done) else g
         first = g.iloc[0]
         out.append({
             "name": name, "model": first["model"], "family": first["family"], "depth": first["depth"],
             "shortcut": first["shortcut"], "params": first["params"], "profile": first["profile"],
-            "seeds": len(g), "finished": len(done),
+            "schedule": schedule, "seeds": len(g), "finished": len(done),
             "test_mean": use["final_test_error"].mean(), "test_std": use["final_test_error"].std(),
             "test_best": use["final_test_error"].min(), "train_mean": use["final_train_error"].mean(),
             "train_std": use["final_train_error"].std(),
@@ -231,6 +251,8 @@ def depth_summary(runs: pd.DataFrame) -> pd.DataFrame:
 def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
     """One sentence: is the deeper net better or worse than the shallower one, on
     training and on test error? (Degradation: worse on both.)"""
+    if len(runs):  # the schedule with the most runs: one sentence compares like with like
+        runs = runs[runs["schedule"] == runs["schedule"].value_counts().index[0]]
     t = final_errors(runs).set_index("name")
     if shallow not in t.index or deep not in t.index:
         return f"{shallow} or {deep} has no run yet, so there is nothing to compare."
@@ -247,12 +269,16 @@ def compare_statement(runs: pd.DataFrame, shallow: str, deep: str) -> str:
 
 
 # --------------------------------------------------------------------------- provenance
-def provenance_html(res: Results, experiment_files: list[str | Path], part: str = "all") -> str:
+def provenance_html(res: Results, experiment_files: list[str | Path], part: str = "all",
+                    every_run: bool = False) -> str:
     """The block every report starts with: the warnings (lossy data, a subset, a short
     schedule), then the facts (dataset, profile, device, versions, gaps). ``part``: "warnings"
-    or "facts" alone, for the index, which puts the claims' verdicts between them."""
+    or "facts" alone, for the index, which puts the claims' verdicts between them.
+    ``every_run`` (the index): count and list every run folder of the results, a user's own
+    experiment files' too, not only those of ``experiment_files``."""
     ds = res.dataset or {}
-    runs = res.runs[res.runs["experiment"].isin([Path(f).stem for f in experiment_files])]
+    suite = [Path(f).stem for f in experiment_files]
+    runs = res.runs if every_run else res.runs[res.runs["experiment"].isin(suite)]
     e = html.escape
     warnings = []
     if ds.get("lossy"):
@@ -268,17 +294,25 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
     for profile in dict.fromkeys(runs["profile"].dropna()):
         if profile != "paper":
             warnings.append(profile_warning(profile))
+    if len(schedules := list(dict.fromkeys(runs["schedule"].dropna()))) > 1:
+        warnings.append(f"This folder holds runs of {len(schedules)} schedules ({', '.join(schedules)}). Each "
+                        "verdict, table line and curve uses one schedule: seeds of different schedules are "
+                        "never pooled, and a row is judged only against its baseline's runs of its own schedule.")
     if not ds:
         warnings.append("No runs yet in the results folder: nothing can be drawn. Train with ./run_all.sh "
                         "(or python -m resnet_exp run ...) and build the reports again.")
     missing, unfinished, not_run = [], [], []
     for f in experiment_files:
-        m, u = missing_and_unfinished(res, f)
+        m = missing_runs(res, f)
         if m and not (res.runs["experiment"] == Path(f).stem).any():
             not_run.append((f, len(m)))  # a whole file never run here: one line, not each of its runs
             continue
         missing += m
-        unfinished += u
+    for r in runs.itertuples():  # every run that is not finished, with how far it got and why
+        if r.status != RunStatus.FINISHED.value:
+            why = f": {r.error}" if isinstance(r.error, str) and r.error else ""
+            unfinished.append(f"{r.experiment}/{r.name} (seed {r.seed}): {r.status}, {r.iteration}/{r.iterations} "
+                              f"iterations{why}")
     boxes = "".join(f'<div class="warn" style="border:2px solid #c00;background:#fee;padding:8px;'
                     f'margin:6px 0;font-weight:bold">WARNING: {e(w)}</div>' for w in warnings)
 
@@ -297,12 +331,17 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
         ("sha256", f"<code>{e(str(ds.get('sha256', '-')))}</code>"),
         ("Profile", vals("profile")), ("Precision", vals("precision")), ("Device", vals("device")), ("torch", vals("torch")),
         ("Git commit", vals("git_commit")),
-        ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)"),
+        ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)" + (
+            f"; your own experiment files: {e(', '.join(own))}" if (own := sorted(set(runs['experiment']) - set(suite)))
+            and every_run else "")),
         ("Report made", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
         ("Missing runs", missing_html(res, missing)),
         ("Not run here", not_run_html(not_run, runs)),
         ("Unfinished runs", e("; ".join(unfinished)) or "none"),
     ]
+    if (skipped := runs[runs["analyses_skipped"].fillna("") != ""]).shape[0]:
+        items.append(("Analyses left out", "<br>".join(f"{e(r.run)}: {e(r.analyses_skipped)}"
+                                                       for r in skipped.itertuples())))
     if res.excluded:
         items.append(("Excluded (other dataset)", e("; ".join(res.excluded))))
     if res.damaged:  # listed, never drawn: what is wrong with each and the fix
@@ -319,20 +358,26 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
 
 
 def missing_html(res: Results, missing: list[str]) -> str:
-    """Runs really missing, apart from those the invocation left out on purpose (run_all.sh's
-    CPU default, or rows ``--only`` did not select: recorded in <results>/.left-out.json), which
-    are only counted, on one line with what adds them."""
+    """Runs really missing: selected by an invocation that wrote here (<results>/.selected.json;
+    a folder without that record, from an older version, counts every run its files ask for)
+    and not there. Those an invocation left out on purpose (run_all.sh's CPU default, or rows
+    ``--only`` did not select: <results>/.left-out.json) are only counted, on one line with
+    what adds them; a run nobody selected is not missing."""
     import json
 
-    from ..runs.rundir import LEFT_OUT_FILE
+    from ..runs.rundir import LEFT_OUT_FILE, SELECTED_FILE
 
     try:
         record = json.loads((Path(res.results_dir) / LEFT_OUT_FILE).read_text())
         on_purpose, hint = set(record["runs"]), str(record.get("hint") or "")
     except (OSError, ValueError, KeyError, TypeError):
         on_purpose, hint = set(), ""
+    try:
+        selected: set[str] | None = set(json.loads((Path(res.results_dir) / SELECTED_FILE).read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        selected = None
     left = [m for m in missing if m in on_purpose]
-    really = [m for m in missing if m not in on_purpose]
+    really = [m for m in missing if m not in on_purpose and (selected is None or m in selected)]
     text = html.escape("; ".join(really)) or "none"
     if left:
         text += (f" <i>({len(left)} more left out on purpose by the invocation that trained this folder"

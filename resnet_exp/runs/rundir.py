@@ -4,7 +4,9 @@
         meta.json      resolved config, provenance, versions, status, wall time
         log.csv        one line per evaluation (rewritten atomically at each line)
         checkpoint.pt  model + optimizer + data-stream state at the last checkpoint
-        model.pt       final weights (state_dict)
+        model.pt       final weights (state_dict); a published reference below the paper's
+                       schedule leaves it out, its sha256 and size kept in meta.json's
+                       ``published_without`` (publish_results)
         mean.pt        the per-pixel training mean the run subtracted (for Figure 7 later)
         responses.csv  std of every 3x3 layer's response on the test set (Figure 7)
         signals.csv    per-layer gradient norms, weight norms and forward signals during
@@ -43,8 +45,18 @@ LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_lo
 VAL_COLUMNS = ["val_loss", "val_error"]
 # <results>/.left-out.json: what the last invocation left out on purpose (runner.record_left_out)
 LEFT_OUT_FILE = ".left-out.json"
+# <results>/.selected.json: every run any invocation that wrote here selected (runner.record_selected);
+# the reports list as missing only those, never a run nobody asked this folder for
+SELECTED_FILE = ".selected.json"
 PROGRESS_FILE = "progress.jsonl"  # the job's events, a JSON line each (runs/executing/progress.py); read by `summary`
 TIMING_COLUMNS = frozenset({"elapsed_s", "images_per_s"})  # the only columns identical runs differ in
+# A reference of the paper's full schedule keeps its final weights (worth loading); one of a
+# compressed rung is published light: no report reads model.pt once Figure 7's responses are
+# computed, and the weights were 311 MB of the 360 MB the references once held.
+FULL_SCHEDULE_ITERATIONS = 64_000
+
+
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository (ladder.REPO): committed references live in it
 
 
 class RunStatus(str, enum.Enum):
@@ -77,6 +89,11 @@ class Health:
 
     def __str__(self) -> str:
         return "ok" if self.ok else "; ".join(self.problems)
+
+
+def run_label(experiment: str, name: str, seed: object) -> str:
+    """How the records (.left-out.json, .selected.json) and the reports name a run."""
+    return f"{experiment}/{name} (seed {seed})"
 
 
 def sha256_file(path: Path) -> str | None:
@@ -158,6 +175,14 @@ class RunDir:
         return self.path.parent.parent
 
     @property
+    def shown(self) -> str:
+        """The folder as a reader should see it: relative to the checkout when inside it (a
+        committed reference's run: ``reports/reference/quick64/results/figure6/resnet20-s1-...``,
+        the same on every machine), else as it is."""
+        p = self.path.resolve()
+        return str(p.relative_to(CHECKOUT)) if p.is_relative_to(CHECKOUT) else str(self.path)
+
+    @property
     def key(self) -> str:
         """``experiment/folder``: how reports and messages name a run."""
         return f"{self.experiment}/{self.name}"
@@ -217,6 +242,19 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.exists()
+
+    def published_without(self, meta: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """The files a publication left out on purpose, each with the sha256 and size it had
+        (``{"model.pt": {"sha256": ..., "bytes": ...}}``); empty for a run as trained."""
+        left = (meta if meta is not None else self.read_meta() or {}).get("published_without")
+        return {k: v for k, v in left.items() if isinstance(v, dict)} if isinstance(left, dict) else {}
+
+    def model_sha256(self) -> str | None:
+        """The sha256 of the run's final weights: of model.pt, or the one recorded when a
+        publication left model.pt out (Figure 7's responses name the weights they came from)."""
+        if self.model_path.exists():
+            return sha256_file(self.model_path)
+        return self.published_without().get(self.model_path.name, {}).get("sha256")
 
     # ---- log.csv
     def read_log(self) -> list[dict[str, str]]:
@@ -290,7 +328,7 @@ class RunDir:
                                 f"(last iteration {logged[-1] if logged else 'none'}, expected {iterations})")
             if at != iterations:
                 problems.append(f"meta.json says iteration {at}, the recipe {iterations}")
-            if not self.model_path.exists():
+            if not self.model_path.exists() and self.model_path.name not in self.published_without(meta):
                 problems.append("model.pt (the final weights) is missing")
             for name, sha in files.items():  # every results file the run recorded a checksum of
                 if not self.path.joinpath(name).exists():
@@ -371,7 +409,8 @@ class RunDir:
         shutil.copytree(source.path, self.path, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.tmp", "checkpoint.pt"))
         meta = self.read_meta() or {}
-        meta["copied_from"] = source.key
+        # a run of this folder by its key; one from elsewhere (a committed reference) by its path
+        meta["copied_from"] = source.key if source.results.resolve() == self.results.resolve() else source.shown
         meta["config"] = {**meta.get("config", {}), **(config or {}), "experiment": self.experiment}
         self.write_meta(meta)
         return meta
@@ -381,36 +420,76 @@ class RunDir:
         return IdentityLock(self.results, identity)
 
 
-def publish_results(source: str | Path, dest: str | Path, only_done: bool = False) -> int:
-    """Copy every run folder's results (meta.json, log.csv, model.pt, signals.csv, ...; no
+def publish_results(source: str | Path, dest: str | Path, only_done: bool = False,
+                    weights: bool | None = None) -> int:
+    """Copy every run folder's results (meta.json, log.csv, signals.csv, responses.csv, ...; no
     checkpoint, lock or temporary file) from one results tree to another: what a committed
     reference reproduction keeps. The dataset's path in meta.json keeps only its file name
     (the sha256 identifies it; no machine's folders in a committed file). Returns the number
     of runs copied. ``only_done`` leaves out the runs still to train: a diverged run is done
     and goes with the finished ones (the remedies page reports a net that diverges at the
     recipe's learning rate; leaving it out would list it as missing, as if it had not been
-    tried). The record of the runs left out on purpose goes with them (the reports count
-    those on one line instead of listing them missing)."""
+    tried). The records of the runs left out on purpose and of those selected go with them (the reports count those on one line instead of listing them missing).
+
+    ``weights``: copy model.pt too. By default only for a run of the paper's full schedule;
+    a compressed rung's run is published light, model.pt's sha256 and size kept in
+    meta.json's ``published_without`` (``RunDir.check`` reads such a run as finished)."""
     n = 0
-    if (Path(source) / LEFT_OUT_FILE).exists():
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(source) / LEFT_OUT_FILE, Path(dest) / LEFT_OUT_FILE)
+    for record in (LEFT_OUT_FILE, SELECTED_FILE):
+        if (Path(source) / record).exists():
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(source) / record, Path(dest) / record)
     for run in RunDir.all_in(source):
         status = run.status()
         if only_done and not (status and status.done):
             continue
+        meta = run.read_meta() or {}
+        keep_weights = weights if weights is not None else _full_schedule(meta)
         target = RunDir.for_run(dest, run.experiment, run.name)
         target.path.mkdir(parents=True, exist_ok=True)
-        for f in (run.log_path, run.model_path, run.mean_path, run.responses_path, run.signals_path,
-                  *sorted(run.path.glob("plugin-*.py"))):
-            if f.exists():
+        for f in (run.log_path, run.model_path if keep_weights else None, run.mean_path, run.responses_path,
+                  run.signals_path, *sorted(run.path.glob("plugin-*.py"))):
+            if f is not None and f.exists():
                 shutil.copy2(f, target.path / f.name)
-        meta = run.read_meta() or {}
+        if not keep_weights:
+            meta = _without_weights(meta, run.model_path)
         if isinstance((meta.get("dataset") or {}).get("path"), str):
             meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
         target.write_meta(meta)
         n += 1
     return n
+
+
+def lighten(run: RunDir) -> bool:
+    """Make a published run light in place: model.pt removed, its sha256 and size moved to
+    meta.json's ``published_without``. meta.json is written first, so a stop between the
+    two writes leaves a finished run whose weights are merely still there. Returns whether
+    there was anything to remove (a run without model.pt, or of the full schedule, is left)."""
+    meta = run.read_meta()
+    if meta is None or not run.model_path.exists() or _full_schedule(meta):
+        return False
+    run.write_meta(_without_weights(meta, run.model_path))
+    run.model_path.unlink()
+    return True
+
+
+def _full_schedule(meta: dict[str, Any]) -> bool:
+    try:
+        return int(meta["config"]["recipe"]["iterations"]) >= FULL_SCHEDULE_ITERATIONS
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _without_weights(meta: dict[str, Any], model_path: Path) -> dict[str, Any]:
+    """meta.json for the run without its model.pt: the checksum moves from ``files`` (what
+    must be there) to ``published_without`` (what was there, and which weights it was)."""
+    if not model_path.exists():
+        return meta
+    files = dict(meta.get("files") or {})
+    sha = files.pop(model_path.name, None) or sha256_file(model_path)
+    left = {**(meta.get("published_without") or {}),
+            model_path.name: {"sha256": sha, "bytes": model_path.stat().st_size}}
+    return {**meta, "files": files, "published_without": left}
 
 
 def _csv_prefix(path: Path, keep: Any) -> bytes | None:

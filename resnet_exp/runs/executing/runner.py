@@ -15,6 +15,7 @@ Results: ``<results>/<experiment>/<run name>-s<seed>-<identity>/`` (rundir.RunDi
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -33,10 +34,11 @@ from ..planning.budget import Rung, choose_precision, describe, describe_precisi
 from ..planning.estimate import Estimator, Sharing
 from ..planning.experiments import Precision, RunSpec, explain_only, select_runs
 from ..planning.plan import Action, Plan
-from ..planning.planner import Invocation, Request, choose, plan_invocation, select
-from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT
+from ..planning.planner import Invocation, Request, Selection, choose, plan_invocation, select
+from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT, SELECTED_FILE, run_label
+from ..training.modelcheck import check_plugin_families
 from ..training.step import arithmetic, step_mode
-from ..training.timing import time_step_cost
+from ..training.timing import kept_step_cost
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .progress import JobProgress, Verdict
 from .worker import NO_SPACE, Outcome, WorkerContext
@@ -121,7 +123,8 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
                     retrain_damaged: bool = False, budget: float | None = None,
                     known_to_show: Callable[[Rung, str], str] | None = None, precision: Precision | None = None,
                     bf16_verdict: Callable[[], tuple[bool, str]] | None = None,
-                    verdict: Verdict | None = None) -> int:
+                    verdict: Verdict | None = None, needs_reference: bool = False,
+                    coverage: Callable[[str, str, tuple[str, ...], str], tuple[bool, str]] | None = None) -> int:
     """The `run` command. Returns the exit code: 0 when every run finished or diverged,
     1 when one failed, 130 when interrupted.
 
@@ -136,31 +139,42 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     command line as ``reporting.reference.bf16_verdict``) says it gives fp32's answer
     (``budget.choose_precision``). ``verdict``: a finished run against its committed reference,
     in words (``reporting.reference.verdict_of_run``), for the line each finished run prints
-    and ``<results>/progress.jsonl`` (``progress.JobProgress``)."""
+    and ``<results>/progress.jsonl`` (``progress.JobProgress``). ``needs_reference``: a budget
+    picks among the rungs whose committed reference covers the selected runs, by ``coverage``
+    (the command line hands in ``reporting.reference.coverage``), which also gives the plan's
+    REFERENCE line."""
     dev = pick_device(device)
     budget_s = None if profile else budget
     prec = choose_precision(precision, dev.type, dev.type == "cpu" and cpu_native_bf16(), bool(budget_s),
                             bf16_verdict)
     request = Request(tuple(files), tuple(only) if only else None, include_opt_in, profile, budget_s,
-                      tuple(left_out or ()), retrain_damaged, prec.precision)
+                      tuple(left_out or ()), retrain_damaged, prec.precision, needs_reference)
     selection = select(request, default_profile(dev))  # every file and row checked first
+    check_user_models(selection)  # a plug-in's model through every part the suite calls, before data loads
 
     stopping.pause_for_test("data")
     prov = load_data(data, data_dir, results, dry_run)
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
     executor = executor.resolved(dev)
     runner, slots = executor.build(dev)
-    estimator = Estimator(lambda model, batch, precision: time_step_cost(model, batch, dev, precision), prov["n_test"],
+    estimator = Estimator(lambda model, batch, precision: kept_step_cost(model, batch, dev, precision), prov["n_test"],
                           progress=lambda k, n, model: print(f"timing {n} model{'s' if n > 1 else ''} for the "
                                                              f"estimate: {k}/{n} ({model})", flush=True))
     stopping.pause_for_test("plan")  # before the models are timed for the estimate
+    precision = prec.precision or "fp32"
+
+    def covered(rung: Rung) -> tuple[bool, str]:  # the rung's reference against the selected rows
+        names = tuple(dict.fromkeys(s.name for s in selection.by_profile.get(rung.profile, [])))
+        return coverage(rung.profile, precision, names, prov["sha256"]) if coverage else (False, "not looked up")
+
     inv = plan_invocation(selection, results_dir, prov, estimator if (estimate or request.budget_s) else None,
-                          executor.sharing(dev, slots), read_record(results_dir))
+                          executor.sharing(dev, slots), read_record(results_dir), lambda rung: covered(rung)[0])
     plan = inv.plan
     if inv.choice is not None:
         print("\n" + "\n".join(describe(inv.choice, request.budget_s,
-                                           known_to_show(inv.choice.rung, prec.precision or "fp32")
-                                           if known_to_show else None)))
+                                           known_to_show(inv.choice.rung, precision) if known_to_show else None)))
+        if coverage is not None:  # which reference the runs will be compared with, or what it lacks
+            print(f"REFERENCE {covered(inv.choice.rung)[1]}")
         if not dry_run:
             write_record(results_dir, request.budget_s, selection.rows, inv.choice.rung)
     alternative = None
@@ -196,13 +210,15 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
         try:
             warn_if_short_of_space(plan, results_dir)
             check_writable(results_dir)
+            record_selected(results_dir, [p.spec for p in plan.runs])
             for p in plan.damaged:  # only RETRAIN reaches here with a job; DAMAGED is left as it is
                 if p.action == Action.RETRAIN:
                     print(f"[plan] {p.run.key}: damaged ({p.problems}); moved to {p.run.move_aside()}, "
                           "training it again")
             for p in plan.reuses:  # the cheap side effects first: identical finished runs are copied
                 p.run.copy_from(p.source, p.spec.config())
-                print(f"[plan] {p.run.key}: identical to the finished {p.source.key}, copied instead of trained again")
+                where = p.source.key if p.source.results.resolve() == plan.results.resolve() else p.source.shown
+                print(f"[plan] {p.run.key}: identical to the finished {where}, copied instead of trained again")
             ctx = WorkerContext(data=str(Path(data).resolve()) if data else None,
                                 data_dir=str(Path(data_dir).resolve()), dataset_sha256=prov["sha256"],
                                 device=dev.type, stop_file=str(stop.path), progress=progress)
@@ -228,6 +244,18 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
+def check_user_models(selection: Selection) -> None:
+    """The selected runs' plug-in families, each put through the step, the optimiser's groups
+    and the analyses on random images (training/modelcheck.py): a model that cannot train
+    stops the invocation here (PluginError), before the data loads; an analysis it cannot
+    give is named, and its runs train without it."""
+    specs = [s for runs in selection.by_profile.values() for s in runs if s.plugins]
+    if not specs:
+        return
+    for line in check_plugin_families(specs[0].recipe, {p.origin for s in specs for p in s.plugins}):
+        print(f"[plug-in] {line}")
+
+
 def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: bool) -> dict[str, Any]:
     """Load (and on first use decode and cache) the dataset; print and return its provenance."""
     try:
@@ -247,7 +275,21 @@ def record_left_out(results: Path, left: list[RunSpec], hint: str) -> None:
     what adds them."""
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / LEFT_OUT_FILE, {
-        "runs": sorted({f"{s.experiment}/{s.name} (seed {s.seed})" for s in left}), "hint": hint})
+        "runs": sorted({run_label(s.experiment, s.name, s.seed) for s in left}), "hint": hint})
+
+
+def record_selected(results: Path, specs: list[RunSpec]) -> None:
+    """Add the runs this invocation selected to ``<results>/.selected.json`` (a union over every
+    invocation that wrote here): the reports list a run as missing only if one selected it.
+    Written once the folder is known writable; an unreadable record is started anew."""
+    path = results / SELECTED_FILE
+    try:
+        before = json.loads(path.read_text())["runs"]
+        before = [str(r) for r in before] if isinstance(before, list) else []
+    except (OSError, ValueError, KeyError, TypeError):
+        before = []
+    runs = sorted(set(before) | {run_label(s.experiment, s.name, s.seed) for s in specs})
+    atomic_write_json(path, {"runs": runs})
 
 
 def space_needed(plan: Plan) -> int:
@@ -295,8 +337,8 @@ def print_plan(inv: Invocation, device: torch.device, executor: ExecutorChoice) 
             print(f"  {line}")
     for p in plan.runs:
         what = p.action.value
-        if p.source is not None:
-            what += f" {p.source.key}"
+        if p.source is not None:  # another folder of these results, or a committed reference's run
+            what += f" {p.source.key}" if p.source.results.resolve() == plan.results.resolve() else f" from {p.source.shown}"
         elif p.done_iterations:
             what += f" at {p.done_iterations}"
         extra = f"~{human_duration(by_run[p.run])}" if p.run in by_run else ""

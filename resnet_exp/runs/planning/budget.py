@@ -13,6 +13,14 @@ follow it blindly. Rule, in this order:
 3. otherwise the longest rung that fits; if none fits, the shortest, trained anyway (the
    plan says so with its estimate: a default that refuses to run helps nobody).
 
+``run --needs-reference`` (run_all.sh's CPU default) narrows rule 3 to the rungs whose
+committed reference, in the precision the runs train in, holds every selected net with three
+seeds on the same data: the default trains what it can judge. A longer rung that fits but has
+no such reference is named in the plan with the command that trains it anyway (an explicit
+``--budget``); when no referenced rung fits, the rule falls back to every rung. Whether a rung
+is covered is the reports' answer (``reporting.reference.coverage``), handed down by the
+command line as ``judged``: planning never imports the reports.
+
 ``--profile`` pins a schedule and wins over a budget.
 
 The precision (``choose_precision``): on a CPU that computes bf16 natively (oneDNN's answer,
@@ -66,21 +74,32 @@ class Choice:
     next_rung: Rung | None = None
     next_estimate_s: float | None = None
     kept: str | None = None  # why an earlier invocation's rung was kept
+    # --needs-reference: a longer rung that fits but has no complete reference (left for --budget)
+    unjudged: Rung | None = None
+    unjudged_estimate_s: float | None = None
 
 
-def choose_rung(estimates: Sequence[tuple[Rung, float]], budget_s: float) -> Choice:
+def choose_rung(estimates: Sequence[tuple[Rung, float]], budget_s: float,
+                judged: Callable[[Rung], bool] | None = None) -> Choice:
     """The longest rung (``estimates`` is shortest first) whose estimate fits the budget; the
-    shortest, marked as not fitting, when none does. Pure: no clock, no files."""
+    shortest, marked as not fitting, when none does. ``judged``: only rungs it accepts (those
+    with a complete reference), when any of them fits. Pure: no clock, no files."""
     fitting = [i for i, (_, s) in enumerate(estimates) if s <= budget_s]
-    i = fitting[-1] if fitting else 0
+    judged_fitting = [i for i in fitting if judged(estimates[i][0])] if judged is not None else fitting
+    chosen = judged_fitting or fitting
+    i = chosen[-1] if chosen else 0
     nxt = estimates[i + 1] if i + 1 < len(estimates) else None
-    return Choice(estimates[i][0], estimates[i][1], bool(fitting), nxt[0] if nxt else None, nxt[1] if nxt else None)
+    longer = [j for j in fitting if j > i]
+    return Choice(estimates[i][0], estimates[i][1], bool(fitting), nxt[0] if nxt else None, nxt[1] if nxt else None,
+                  unjudged=estimates[longer[-1]][0] if longer else None,
+                  unjudged_estimate_s=estimates[longer[-1]][1] if longer else None)
 
 
 def keep_choice(estimates: Sequence[tuple[Rung, float]], budget_s: float, unfinished: dict[str, int],
-                recorded: dict[str, Any] | None, rows: list[str]) -> Choice:
+                recorded: dict[str, Any] | None, rows: list[str], judged: Callable[[Rung], bool] | None = None) -> Choice:
     """The rule of the module docstring: unfinished runs, then the recorded choice, then
-    ``choose_rung``. ``unfinished``: profile -> number of selected runs with work to resume."""
+    ``choose_rung`` (with ``judged``, see there). ``unfinished``: profile -> number of selected
+    runs with work to resume."""
     by_profile = {r.profile: (i, r, s) for i, (r, s) in enumerate(estimates)}
     kept, why = None, None
     if unfinished:
@@ -92,7 +111,7 @@ def keep_choice(estimates: Sequence[tuple[Rung, float]], budget_s: float, unfini
         i, rung, s = by_profile[kept]
         nxt = estimates[i + 1] if i + 1 < len(estimates) else None
         return Choice(rung, s, s <= budget_s, nxt[0] if nxt else None, nxt[1] if nxt else None, why)
-    return choose_rung(estimates, budget_s)
+    return choose_rung(estimates, budget_s, judged)
 
 
 def read_record(results: Path) -> dict[str, Any] | None:
@@ -122,9 +141,19 @@ def describe(choice: Choice, budget_s: float, known_to_show: str | None = None) 
     if choice.next_rung is not None and choice.next_estimate_s is not None:
         lines.append(f"  next rung {choice.next_rung.profile} ({choice.next_rung.caption}) would take about "
                      f"{human_duration(choice.next_estimate_s)}")
+    if choice.unjudged is not None and choice.unjudged_estimate_s is not None:
+        lines.append(f"  rung {choice.unjudged.profile} ({choice.unjudged.caption}) also fits "
+                     f"({human_duration(choice.unjudged_estimate_s)} here) but has no complete reference to judge "
+                     f"its runs against; to train it anyway: ./run_all.sh --budget {_budget_text(budget_s)}")
     if known_to_show is not None:
         lines.append(f"  this rung is known to show: {known_to_show}")
     return lines
+
+
+def _budget_text(seconds: float) -> str:
+    """A budget as ``--budget`` takes it back: 1h, 45m, 1h30m."""
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h}h{m}m" if h and m else f"{h}h" if h else f"{m}m"
 
 
 @dataclass(frozen=True)

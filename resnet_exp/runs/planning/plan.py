@@ -106,10 +106,12 @@ def finished_by_identity(results: Path, identity: str | None = None) -> dict[str
 
 
 def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str,
-              retrain_damaged: bool = False) -> Plan:
-    """Decide, for every run, what to do (see the module docstring). Reads only."""
+              retrain_damaged: bool = False, elsewhere: dict[str, RunDir] | None = None) -> Plan:
+    """Decide, for every run, what to do (see the module docstring). Reads only. ``elsewhere``:
+    finished runs outside the results folder that may be copied in (by identity): the
+    committed references' runs of the selected rows' baselines (``reference_baselines``)."""
     results = Path(results)
-    finished = finished_by_identity(results)
+    finished = {**(elsewhere or {}), **finished_by_identity(results)}
     training: dict[str, PlannedRun] = {}  # identity -> the planned run that trains it
     runs: list[PlannedRun] = []
     for spec in specs:
@@ -140,3 +142,20 @@ def make_plan(specs: list[RunSpec], results: str | Path, dataset_sha256: str,
                 tuple((q.run, q.spec) for q in runs if q.action == Action.SAME_AS and q.identity == p.identity))
             for p in runs if p.action.trains]
     return Plan(runs, results, dataset_sha256, jobs)
+
+
+def reference_baselines(specs: list[RunSpec], dataset_sha256: str, references: list[Path]) -> dict[str, RunDir]:
+    """The finished runs of ``references`` (committed reference results folders) that are one of
+    the selected rows' baselines, by identity: the same recipe, model, seed, precision and
+    dataset sha256 as a planned baseline run, so the plan copies them instead of training them
+    again (with the real CIFAR-10, another sha256, nothing matches). Baselines only: a selected
+    row's own runs always train here, so that they can be compared with the reference."""
+    wanted = {s.identity(dataset_sha256) for s in specs if f"{s.experiment}/{s.name}" in
+              {t.baseline for t in specs if t.baseline}}
+    out: dict[str, RunDir] = {}
+    for folder in references:
+        if folder.is_dir():
+            for identity, run in finished_by_identity(folder).items():
+                if identity in wanted:
+                    out.setdefault(identity, run)
+    return out

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .budget import Choice, keep_choice
 from .estimate import Estimator, Sharing, job_seconds, longest_first
 from .experiments import Precision, RunSpec, check_against_data, select_runs
-from .ladder import load_ladder
-from .plan import Action, Job, Plan, make_plan
+from .ladder import REPO, Rung, load_ladder
+from ..rundir import RunDir
+from .plan import Action, Job, Plan, make_plan, reference_baselines
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Request:
     left_out: tuple[str, ...] = ()   # files left out on purpose (run_all.sh's CPU default)
     retrain_damaged: bool = False
     precision: Precision | None = None  # replaces the profiles' (run --precision, or the CPU's bf16 choice)
+    needs_reference: bool = False    # a budget picks among rungs with a complete reference (budget.py)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ def select(request: Request, default_profile: str) -> Selection:
 
 
 def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any], estimator: Estimator | None,
-                    sharing: Sharing = Sharing(), recorded: dict[str, Any] | None = None) -> Invocation:
+                    sharing: Sharing = Sharing(), recorded: dict[str, Any] | None = None,
+                    judged: Callable[[Rung], bool] | None = None) -> Invocation:
     """The rung (if a budget chooses it), the plan, the estimates and the left-out runs.
     ``dataset``: the loaded data's provenance (sha256, n_train, n_test); ``estimator``: None
     plans without timing anything; ``sharing``: the executor's slots, and how runs sharing a
@@ -98,13 +101,13 @@ def plan_invocation(selection: Selection, results: Path, dataset: dict[str, Any]
     if len(selection.by_profile) > 1:  # a budget: estimate every rung, keep or choose one (budget.py)
         if estimator is None:
             raise ValueError("a budget needs the estimate: the rung is chosen by it")
-        choice = choose(selection, results, sha, estimator, sharing, recorded)
+        choice = choose(selection, results, sha, estimator, sharing, recorded, judged)
         profile = choice.rung.profile
     else:
         profile = next(iter(selection.by_profile))
     specs = selection.by_profile[profile]
     check_against_data(specs, dataset["n_train"], dataset["n_test"])
-    plan = make_plan(specs, results, sha, req.retrain_damaged)
+    plan = make_plan(specs, results, sha, req.retrain_damaged, copyable(specs, sha))
     eta = estimator.timed(plan.jobs) if (estimator is not None and plan.jobs) else {}
     plan.jobs = start_order(plan.jobs, eta, sharing)
     inv = Invocation(req, profile, plan, eta, job_seconds([eta[j] for j in plan.jobs], sharing) if eta else None,
@@ -123,20 +126,27 @@ def start_order(jobs: list[Job], eta: dict[Job, float], sharing: Sharing) -> lis
 
 
 def choose(selection: Selection, results: Path, dataset_sha256: str, estimator: Estimator, sharing: Sharing,
-           recorded: dict[str, Any] | None) -> Choice:
+           recorded: dict[str, Any] | None, judged: Callable[[Rung], bool] | None = None) -> Choice:
     """The budget's rung: every rung planned and estimated for the selected rows (each model
     timed once: a rung's estimate is what is left to train on it, spread over the slots), then
-    the rule that keeps a rerun on its rung (budget.keep_choice)."""
+    the rule that keeps a rerun on its rung (budget.keep_choice); ``judged``: with
+    ``--needs-reference``, whether a rung's reference covers the selected runs."""
     estimates, unfinished = [], {}
     by_rung = {r.profile: r for r in load_ladder()}
     for profile, specs in selection.by_profile.items():
-        plan = make_plan(specs, results, dataset_sha256)
+        plan = make_plan(specs, results, dataset_sha256, elsewhere=copyable(specs, dataset_sha256))
         pending = [p for p in plan.runs if p.action in (Action.RESUME, Action.RETRY) and p.done_iterations]
         if pending:
             unfinished[profile] = len(pending)
         eta = estimator.timed(plan.jobs)
         estimates.append((by_rung[profile], job_seconds([eta[j] for j in start_order(plan.jobs, eta, sharing)], sharing)))
-    return keep_choice(estimates, selection.request.budget_s, unfinished, recorded, selection.rows)
+    return keep_choice(estimates, selection.request.budget_s, unfinished, recorded, selection.rows,
+                       judged if selection.request.needs_reference else None)
+
+
+def copyable(specs: list[RunSpec], dataset_sha256: str) -> dict[str, RunDir]:
+    """The committed references' runs that these specs' baselines may be copied from."""
+    return reference_baselines(specs, dataset_sha256, [REPO / ref for rung in load_ladder() for ref in rung.references])
 
 
 def plan_left_out(specs: list[RunSpec], left: list[RunSpec], results: Path, dataset_sha256: str) -> Plan:

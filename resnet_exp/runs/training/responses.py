@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ...fileio import atomic_write_text
-from .callbacks import Callback, LoopContext
+from .callbacks import AnalysisSkipped, Callback, LoopContext
 from ..rundir import RunDir, RunStatus, sha256_file
 
 COLUMNS = ["layer", "module", "std", "model_sha256"]
@@ -74,21 +74,27 @@ def save_responses(run: RunDir, model: torch.nn.Module, test_x: torch.Tensor) ->
 class ResponsesCallback(Callback):
     """Figure 7's responses, once, from a finished run's final weights (model.pt)."""
 
+    name = "responses"
+
     def on_end(self, ctx: LoopContext, status: RunStatus) -> list:
         if status != RunStatus.FINISHED:
             return []
+        if not callable(getattr(ctx.model, "response_modules", None)):
+            raise AnalysisSkipped(f"Figure 7's responses: {type(ctx.model).__name__} offers no response_modules() "
+                                  "(optional; docs/plugins.md says what it returns)")
         save_responses(ctx.run, ctx.model, ctx.splits.test_x)
         return [ctx.run.responses_path]
 
 
 def responses_current(run: RunDir) -> bool:
-    """Is responses.csv there and computed from the model.pt that is there now?"""
+    """Is responses.csv there and computed from the run's final weights: the model.pt that is
+    there now, or the one a light publication left out (its sha256 kept in meta.json)?"""
     try:
         with open(run.responses_path, newline="") as f:
             rows = list(csv.DictReader(f))
     except (OSError, ValueError, csv.Error):  # missing, binary or malformed: not current
         return False
-    return bool(rows) and rows[0].get("model_sha256") == sha256_file(run.model_path)
+    return bool(rows) and rows[0].get("model_sha256") is not None and rows[0]["model_sha256"] == run.model_sha256()
 
 
 def update_responses(results: str, data: str | None = None, data_dir: str = "data", device: str = "cpu") -> int:

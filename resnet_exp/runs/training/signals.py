@@ -123,6 +123,8 @@ class SignalRecorder(Callback):
     far, goes into every checkpoint (``state_dict``), so a resumed run goes on from exactly
     the rows its checkpoint covers."""
 
+    name = "signals"
+
     def __init__(self, probe_size: int | None = None, probe_seed: int = PROBE_SEED) -> None:
         self.probe_size, self.probe_seed = probe_size, probe_seed
         self.rows: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ from ...models.plugins import ensure_plugins
 from ...stopping import StopRequest
 from ..planning.experiments import Recipe, RunSpec
 from ..rundir import LOG_COLUMNS, VAL_COLUMNS, RunDir, RunStatus, schedule, sha256_file
-from .callbacks import Callback, LoopContext
+from .callbacks import SKIPPED_KEY, Callback, LoopContext, call_hook
 from .provenance import static_meta
 from .responses import ResponsesCallback
 from .signals import SignalRecorder
@@ -198,7 +198,8 @@ def write_checkpoint(run: RunDir, meta: dict[str, Any], state: LoopState, ctx: L
     run.write_meta(meta)
     atomic_write_bytes(run.checkpoint_path, data)
     prefix = run.log_prefix(state.iteration) or b""
-    extra = {k: v for cb in state.callbacks for k, v in cb.on_checkpoint(ctx, state.iteration).items()}
+    extra = {k: v for cb in state.callbacks for k, v in call_hook(ctx, cb, "on_checkpoint", state.iteration,
+                                                                   default={}).items()}
     meta.update(iteration=state.iteration, wall_time_s=round(state.elapsed_s + train_time, 1),
                 files={"checkpoint.pt": files.pop("checkpoint.pt.pending"),
                        "log_prefix": hashlib.sha256(prefix).hexdigest(), **extra})
@@ -251,10 +252,12 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
             atomic_write_bytes(copy, src.text.encode())
     meta = {**(run.read_meta() or {}), **static_meta(spec, identity, model_params(model), dataset, device, where),
             "status": RunStatus.RUNNING.value, "iteration": start, "step": how}
+    if not start:  # a run trained from scratch measures everything again
+        meta.pop(SKIPPED_KEY, None)
     meta.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     ctx = LoopContext(run, model, splits, device, r.iterations, r.eval_every, r.batch_size, start, meta)
     for cb in callbacks:
-        cb.on_start(ctx)
+        call_hook(ctx, cb, "on_start")
     # one entry per process that trained this run: a resume history, and proof of "trained once"
     meta["attempts"] = [*meta.get("attempts", []), {**meta["worker"], "from_iteration": start,
                                                      "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
@@ -278,7 +281,7 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
             # measurements of the state after `it` steps; their time is not training time
             t_callbacks = time.perf_counter()
             for cb in callbacks:
-                cb.on_iteration(ctx, it)
+                call_hook(ctx, cb, "on_iteration", it)
             t_line += time.perf_counter() - t_callbacks
 
             lr = lr_at(it, r, state.warming_up)
@@ -326,8 +329,9 @@ def train_run(spec: RunSpec, splits: DeviceSplits, run: RunDir, device: torch.de
     if status == RunStatus.RUNNING:
         status = RunStatus.FINISHED
         atomic_torch_save(model.state_dict(), run.model_path)
-    # the callbacks' last word (the final signals; Figure 7's responses from the final weights)
-    written = [p for cb in callbacks for p in cb.on_end(ctx, status)]
+    # the callbacks' last word (the final signals; Figure 7's responses from the final weights):
+    # each on its own, so an analysis that cannot be made never turns a trained run into a failed one
+    written = [p for cb in callbacks for p in call_hook(ctx, cb, "on_end", status, default=[])]
     if status == RunStatus.FINISHED:
         # the checksums that tell the run's results from damaged copies (RunDir.check)
         meta["files"] = {p.name: sha256_file(p) for p in (run.log_path, run.model_path, run.mean_path, *written,
