@@ -31,14 +31,14 @@ from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes,
 from ...models import model_info
 from ..device import DEFAULT_RUNS_PER_GPU, cpu_native_bf16, default_profile, pick_device, sharing_speedup
 from ..planning.budget import Rung, choose_precision, describe, describe_precision, read_record, write_record
-from ..planning.estimate import Estimator, Sharing
+from ..planning.estimate import Estimator, Sharing, StepCost
 from ..planning.experiments import Precision, RunSpec, explain_only, select_runs
 from ..planning.plan import Action, Plan
 from ..planning.planner import Invocation, Request, Selection, choose, plan_invocation, select
 from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT, SELECTED_FILE, run_label
 from ..training.modelcheck import check_plugin_families
 from ..training.step import arithmetic, step_mode
-from ..training.timing import kept_step_cost
+from ..training.timing import kept_step_cost, time_step_cost
 from .executors import DriverStop, Executor, LocalExecutor, PoolExecutor, cpu_slots, gpu_slots
 from .progress import JobProgress, Verdict
 from .worker import NO_SPACE, Outcome, WorkerContext
@@ -157,9 +157,15 @@ def run_experiments(files: list[str], profile: str | None = None, only: list[str
     results_dir = Path(results).resolve()  # absolute: workers elsewhere get the same paths
     executor = executor.resolved(dev)
     runner, slots = executor.build(dev)
-    estimator = Estimator(lambda model, batch, precision: kept_step_cost(model, batch, dev, precision), prov["n_test"],
-                          progress=lambda k, n, model: print(f"timing {n} model{'s' if n > 1 else ''} for the "
-                                                             f"estimate: {k}/{n} ({model})", flush=True))
+    position = [0, 0]  # (k, n) of the model the estimate asks for: said only when it is timed, not kept
+
+    def timed_here(model: str, batch: int, device: torch.device, precision: str) -> StepCost:
+        k, n = position
+        print(f"timing {n} model{'s' if n > 1 else ''} for the estimate: {k}/{n} ({model})", flush=True)
+        return time_step_cost(model, batch, device, precision)
+
+    estimator = Estimator(lambda model, batch, precision: kept_step_cost(model, batch, dev, precision, measure=timed_here),
+                          prov["n_test"], progress=lambda k, n, model: position.__setitem__(slice(None), [k, n]))
     stopping.pause_for_test("plan")  # before the models are timed for the estimate
     precision = prec.precision or "fp32"
 
