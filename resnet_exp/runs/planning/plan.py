@@ -153,6 +153,8 @@ def reference_baselines(specs: list[RunSpec], dataset_sha256: str, references: l
     wanted = {s.identity(dataset_sha256) for s in specs if f"{s.experiment}/{s.name}" in
               {t.baseline for t in specs if t.baseline}}
     out: dict[str, RunDir] = {}
+    if not wanted:  # no baseline selected: no reference folder read
+        return out
     for folder in references:
         if folder.is_dir():
             for identity, run in finished_by_identity(folder).items():
