@@ -84,7 +84,6 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-
 SKIPPED_KEY = "analyses_skipped"  # meta.json: {callback name: why it was left out of this run}
 
 
