@@ -324,6 +324,7 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
     # the dataset's size and what the runs used of it, in one line: the warning above says the
     # same (a page once said "10,000 training" above a warning of 50 per class)
     used = f" (the runs used at most {int(subset.max())} training images per class)" if len(subset) else ""
+    own = sorted(set(runs["experiment"]) - set(suite)) if every_run else []  # a user's files, on the index
     items = [
         ("Dataset", f"{e(str(ds.get('name', '-')))}: {ds.get('n_train', '?'):,} training / "
                     f"{ds.get('n_test', '?'):,} test images{used}" if ds else "-"),
@@ -331,9 +332,8 @@ def provenance_html(res: Results, experiment_files: list[str | Path], part: str 
         ("sha256", f"<code>{e(str(ds.get('sha256', '-')))}</code>"),
         ("Profile", vals("profile")), ("Precision", vals("precision")), ("Device", vals("device")), ("torch", vals("torch")),
         ("Git commit", vals("git_commit")),
-        ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)" + (
-            f"; your own experiment files: {e(', '.join(own))}" if (own := sorted(set(runs['experiment']) - set(suite)))
-            and every_run else "")),
+        ("Runs", f"{len(runs)} ({(runs['status'] == 'finished').sum()} finished)"
+                 + (f"; your own experiment files: {e(', '.join(own))}" if own else "")),
         ("Report made", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
         ("Missing runs", missing_html(res, missing)),
         ("Not run here", not_run_html(not_run, runs)),
