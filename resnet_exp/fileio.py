@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 WriteObserver = Callable[[Path, bytes], None]
+
+
+def user_cache_dir() -> Path:
+    """This user's cache on this machine, outside results and data: ``$RESNET_EXP_CACHE_DIR``,
+    else ``~/.cache/resnet-exp``. It keeps what makes a second plan fast (step timings,
+    runs/training/timing.py; a dataset's provenance, data/cifar10.py), so a dry run still
+    writes nothing in a results or data folder. Losing it costs time, never a result."""
+    return Path(os.environ.get("RESNET_EXP_CACHE_DIR") or Path.home() / ".cache" / "resnet-exp")
 _observers: list[WriteObserver] = []
 
 

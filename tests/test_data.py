@@ -5,7 +5,8 @@ import tarfile
 import pytest
 import torch
 
-from resnet_exp.data.cifar10 import DatasetError, load_cifar10, make_mini_subset
+from resnet_exp.data import cifar10
+from resnet_exp.data.cifar10 import DatasetError, cifar10_provenance, load_cifar10, make_mini_subset
 from resnet_exp.data.loader import TrainBatches, augment_batch, per_class_indices, prepare_splits
 
 from .conftest import TRAIN_PER_CLASS, write_image_folder, write_image_tar
@@ -70,6 +71,28 @@ def test_truncated_archives_are_errors(tiny_tar, arrays, tmp_path):
     cut2.write_bytes(plain.read_bytes()[:boundary])
     with pytest.raises(DatasetError, match="truncated|unequal"):
         load_cifar10(cut2, data_dir=tmp_path / "d", verbose=False)
+
+
+def test_a_dry_runs_provenance_decodes_a_source_once_per_machine(tiny_tar, arrays, tmp_path, monkeypatch):
+    # A plan needs the dataset's provenance (its sha256 above all), not its pixels: the first
+    # dry run decodes, the second reads the provenance kept in the user's cache; nothing is
+    # written in the data folder; other bytes are decoded again.
+    data_dir = tmp_path / "data"
+    first = cifar10_provenance(tiny_tar, data_dir)
+    assert first == load_cifar10(tiny_tar, data_dir=tmp_path / "other", verbose=False).provenance
+    assert not data_dir.exists()
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(cifar10, "_decode", no_decoding)
+        assert cifar10_provenance(tiny_tar, data_dir) == first
+        other = write_image_tar(tmp_path / "other.tar", arrays, gz=False)  # the same images, other bytes
+        with pytest.raises(AssertionError, match="decoded again"):
+            cifar10_provenance(other, data_dir)
+    assert cifar10_provenance(other, data_dir)["sha256"] != first["sha256"]
+    assert not data_dir.exists()
 
 
 def test_missing_dataset_says_what_was_tried(tmp_path, monkeypatch):

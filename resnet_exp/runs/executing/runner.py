@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from ... import stopping
-from ...data.cifar10 import DatasetError, load_cifar10
+from ...data.cifar10 import DatasetError, cifar10_provenance, load_cifar10
 from ...fileio import EXIT_NO_SPACE, atomic_write_json, free_bytes, human_bytes, human_duration
 from ...models import model_info
 from ..device import DEFAULT_RUNS_PER_GPU, cpu_native_bf16, default_profile, pick_device, sharing_speedup
@@ -263,9 +263,10 @@ def check_user_models(selection: Selection) -> None:
 
 
 def load_data(data: str | None, data_dir: str | Path, results: str, dry_run: bool) -> dict[str, Any]:
-    """Load (and on first use decode and cache) the dataset; print and return its provenance."""
+    """Load (and on first use decode and cache) the dataset; print and return its provenance.
+    A dry run writes nothing in the data folder and decodes only a source new to this machine."""
     try:
-        prov = load_cifar10(data, data_dir=data_dir, write=not dry_run).provenance
+        prov = cifar10_provenance(data, data_dir) if dry_run else load_cifar10(data, data_dir=data_dir).provenance
     except DatasetError as e:
         raise DatasetError(f"{e}\nNothing was trained; results already in {results}/ are untouched.") from None
     print(f"[data] {prov['name']}: {prov['n_train']:,} train / {prov['n_test']:,} test images, "

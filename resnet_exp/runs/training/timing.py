@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ...data.loader import eval_batch_size, evaluate
-from ...fileio import atomic_write_json
+from ...fileio import atomic_write_json, user_cache_dir
 from ...models import build_model
 from ..planning.estimate import StepCost
 from ..planning.experiments import load_profiles
@@ -75,12 +75,6 @@ TIMINGS_FILE = "step-timings.json"
 KEEP_S = 24 * 3600.0
 
 
-def cache_dir() -> Path:
-    """Where kept timings live: ``$RESNET_EXP_CACHE_DIR``, else ``~/.cache/resnet-exp`` (outside
-    results and data: a dry run still writes nothing there)."""
-    return Path(os.environ.get("RESNET_EXP_CACHE_DIR") or Path.home() / ".cache" / "resnet-exp")
-
-
 def machine_key(device: torch.device) -> str:
     """What a timing depends on besides the model: the processor, the threads, torch."""
     if device.type == "cuda":
@@ -112,7 +106,7 @@ def kept_step_cost(model_name: str, batch_size: int, device: torch.device, preci
                    clock: Callable[[], float] = time.time, busy: Callable[[], bool] = cpu_busy,
                    folder: Path | None = None) -> StepCost:
     """``measure``'s timing of one model here, or the one kept from the last day (see above)."""
-    path = (folder or cache_dir()) / TIMINGS_FILE
+    path = (folder or user_cache_dir()) / TIMINGS_FILE
     key = f"{machine_key(device)} | {precision} | {model_name} | batch {batch_size}"
     try:
         kept = json.loads(path.read_text())
