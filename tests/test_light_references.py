@@ -40,6 +40,30 @@ def test_publishing_leaves_the_weights_out_and_keeps_which_they_were(tmp_path):
     assert next(RunDir.all_in(tmp_path / "paper")).model_path.exists()
 
 
+def test_runs_published_into_a_reference_add_to_its_records(tmp_path):
+    """Runs trained apart (the 1/128 bf16 plain-20 and ResNet-20 beside the remedies) and
+    published into the reference that holds the others: the selected runs are the union, and a
+    run left out by one invocation but selected by another is not 'left out on purpose'."""
+    import json
+
+    ref, new = tmp_path / "ref", tmp_path / "new"
+    write_run(ref, "figure6", "plain56", 60.0, 61.0)
+    (ref / ".selected.json").write_text(json.dumps({"runs": ["figure6/plain56 (seed 1)"]}))
+    (ref / ".left-out.json").write_text(json.dumps({"runs": ["figure6/plain20 (seed 1)"], "hint": "--all"}))
+    write_run(new, "seeds", "plain20", 30.0, 31.0)
+    (new / ".selected.json").write_text(json.dumps({"runs": ["figure6/plain20 (seed 1)", "seeds/plain20 (seed 1)"]}))
+    (new / ".left-out.json").write_text(json.dumps({"runs": ["seeds/resnet56 (seed 1)"], "hint": "--only"}))
+    assert publish_results(new, ref) == 1
+    assert json.loads((ref / ".selected.json").read_text())["runs"] == [
+        "figure6/plain20 (seed 1)", "figure6/plain56 (seed 1)", "seeds/plain20 (seed 1)"]
+    assert json.loads((ref / ".left-out.json").read_text()) == {"runs": ["seeds/resnet56 (seed 1)"], "hint": "--all"}
+    assert len(list(RunDir.all_in(ref))) == 2
+    # into a new folder the records are the source's
+    publish_results(new, tmp_path / "fresh")
+    assert json.loads((tmp_path / "fresh" / ".selected.json").read_text()) == json.loads((new / ".selected.json").read_text())
+    assert json.loads((tmp_path / "fresh" / ".left-out.json").read_text()) == json.loads((new / ".left-out.json").read_text())
+
+
 def test_a_light_run_is_finished_for_the_plan_and_the_reports_but_a_lost_model_is_damaged(tmp_path):
     src = tmp_path / "src"
     write_run(src, "figure1", "plain20", 30.0, 31.0)

@@ -429,16 +429,15 @@ def publish_results(source: str | Path, dest: str | Path, only_done: bool = Fals
     of runs copied. ``only_done`` leaves out the runs still to train: a diverged run is done
     and goes with the finished ones (the remedies page reports a net that diverges at the
     recipe's learning rate; leaving it out would list it as missing, as if it had not been
-    tried). The records of the runs left out on purpose and of those selected go with them (the reports count those on one line instead of listing them missing).
+    tried). The records of the runs selected and of those left out on purpose go with them
+    (the reports list as missing only a selected run, and count those left out on one line),
+    merged with the destination's: runs published into a reference that has some add to it.
 
     ``weights``: copy model.pt too. By default only for a run of the paper's full schedule;
     a compressed rung's run is published light, model.pt's sha256 and size kept in
     meta.json's ``published_without`` (``RunDir.check`` reads such a run as finished)."""
     n = 0
-    for record in (LEFT_OUT_FILE, SELECTED_FILE):
-        if (Path(source) / record).exists():
-            Path(dest).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(source) / record, Path(dest) / record)
+    _merge_records(Path(source), Path(dest))
     for run in RunDir.all_in(source):
         status = run.status()
         if only_done and not (status and status.done):
@@ -458,6 +457,28 @@ def publish_results(source: str | Path, dest: str | Path, only_done: bool = Fals
         target.write_meta(meta)
         n += 1
     return n
+
+
+def _merge_records(source: Path, dest: Path) -> None:
+    """``.selected.json`` and ``.left-out.json`` of ``source`` into ``dest``'s: the selected runs
+    are the union; a run left out is one that some invocation left out and none selected."""
+    def runs_of(folder: Path, record: str) -> tuple[set[str], dict[str, Any]]:
+        try:
+            doc = json.loads((folder / record).read_text())
+            return {str(r) for r in doc["runs"]}, doc
+        except (OSError, ValueError, KeyError, TypeError):
+            return set(), {}
+
+    (sel_src, _), (sel_dst, _) = runs_of(source, SELECTED_FILE), runs_of(dest, SELECTED_FILE)
+    (out_src, doc_src), (out_dst, doc_dst) = runs_of(source, LEFT_OUT_FILE), runs_of(dest, LEFT_OUT_FILE)
+    selected = sel_src | sel_dst
+    if selected or doc_src or doc_dst:
+        dest.mkdir(parents=True, exist_ok=True)
+    if selected:
+        atomic_write_json(dest / SELECTED_FILE, {"runs": sorted(selected)})
+    if doc_src or doc_dst:
+        atomic_write_json(dest / LEFT_OUT_FILE, {"runs": sorted((out_src | out_dst) - selected),
+                                                 "hint": doc_dst.get("hint") or doc_src.get("hint") or ""})
 
 
 def lighten(run: RunDir) -> bool:
