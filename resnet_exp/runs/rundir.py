@@ -459,18 +459,23 @@ def publish_results(source: str | Path, dest: str | Path, only_done: bool = Fals
     return n
 
 
+def read_run_record(folder: str | Path, record: str) -> tuple[set[str], dict[str, Any]]:
+    """A results folder's ``.selected.json`` or ``.left-out.json``: (its run labels, the whole
+    record); an absent or unreadable record reads as none, ({}, {})."""
+    try:
+        doc = json.loads((Path(folder) / record).read_text())
+        if not isinstance(doc["runs"], list):
+            raise TypeError("runs is not a list")
+        return {str(r) for r in doc["runs"]}, doc
+    except (OSError, ValueError, KeyError, TypeError):
+        return set(), {}
+
+
 def _merge_records(source: Path, dest: Path) -> None:
     """``.selected.json`` and ``.left-out.json`` of ``source`` into ``dest``'s: the selected runs
     are the union; a run left out is one that some invocation left out and none selected."""
-    def runs_of(folder: Path, record: str) -> tuple[set[str], dict[str, Any]]:
-        try:
-            doc = json.loads((folder / record).read_text())
-            return {str(r) for r in doc["runs"]}, doc
-        except (OSError, ValueError, KeyError, TypeError):
-            return set(), {}
-
-    (sel_src, _), (sel_dst, _) = runs_of(source, SELECTED_FILE), runs_of(dest, SELECTED_FILE)
-    (out_src, doc_src), (out_dst, doc_dst) = runs_of(source, LEFT_OUT_FILE), runs_of(dest, LEFT_OUT_FILE)
+    (sel_src, _), (sel_dst, _) = read_run_record(source, SELECTED_FILE), read_run_record(dest, SELECTED_FILE)
+    (out_src, doc_src), (out_dst, doc_dst) = read_run_record(source, LEFT_OUT_FILE), read_run_record(dest, LEFT_OUT_FILE)
     selected = sel_src | sel_dst
     if selected or doc_src or doc_dst:
         dest.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ Results: ``<results>/<experiment>/<run name>-s<seed>-<identity>/`` (rundir.RunDi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from ..planning.estimate import Estimator, Sharing, StepCost
 from ..planning.experiments import Precision, RunSpec, explain_only, select_runs
 from ..planning.plan import Action, Plan
 from ..planning.planner import Invocation, Request, Selection, choose, plan_invocation, select
-from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT, SELECTED_FILE, run_label
+from ..rundir import LEFT_OUT_FILE, RETRAIN_HINT, SELECTED_FILE, read_run_record, run_label
 from ..training.modelcheck import check_plugin_families
 from ..training.step import arithmetic, step_mode
 from ..training.timing import kept_step_cost, time_step_cost
@@ -289,14 +288,9 @@ def record_selected(results: Path, specs: list[RunSpec]) -> None:
     """Add the runs this invocation selected to ``<results>/.selected.json`` (a union over every
     invocation that wrote here): the reports list a run as missing only if one selected it.
     Written once the folder is known writable; an unreadable record is started anew."""
-    path = results / SELECTED_FILE
-    try:
-        before = json.loads(path.read_text())["runs"]
-        before = [str(r) for r in before] if isinstance(before, list) else []
-    except (OSError, ValueError, KeyError, TypeError):
-        before = []
-    runs = sorted(set(before) | {run_label(s.experiment, s.name, s.seed) for s in specs})
-    atomic_write_json(path, {"runs": runs})
+    before, _ = read_run_record(results, SELECTED_FILE)
+    runs = sorted(before | {run_label(s.experiment, s.name, s.seed) for s in specs})
+    atomic_write_json(results / SELECTED_FILE, {"runs": runs})
 
 
 def space_needed(plan: Plan) -> int:
